@@ -1,0 +1,106 @@
+/*
+** defer.c: luaopen_defer.  Builds the module table and a private core table
+** of internal functions, opens every part, then runs the embedded Lua parts
+** (the files of src/lua, the driver first) which add the functions that run user
+** code.
+** SPDX-License-Identifier: MIT
+*/
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "defer.h"
+#include "deferred.h"
+#include "driver_lua.h"
+#include "engine.h"
+#include "failure.h"
+
+/* Raises a message prefixed with the position of the user's code: the first
+** Lua frame that is not one of ours (luaL_error would name the driver). */
+static int raise_at_caller(lua_State *L, const char *fmt, ...) {
+  lua_Debug ar;
+  int level;
+  va_list ap;
+  lua_pushliteral(L, "");
+  for (level = 1; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "Sl", &ar);
+    if (ar.currentline > 0 && strncmp(ar.source, "=defer.", 7) != 0) {
+      lua_pop(L, 1);
+      lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+      break;
+    }
+  }
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
+int dfr_argerror(lua_State *L, int arg, const char *fname,
+                 const char *expected, int idx) {
+  return raise_at_caller(L, "bad argument #%d to '%s' (%s expected, got %s)",
+                         arg, fname, expected,
+                         lua_isnone(L, idx) ? "no value" : luaL_typename(L, idx));
+}
+
+int dfr_selferror(lua_State *L, const char *fname, const char *expected) {
+  return raise_at_caller(L, "calling '%s' on bad self (%s expected, got %s)",
+                         fname, expected, luaL_typename(L, 1));
+}
+
+int dfr_error(lua_State *L, const char *fmt, const char *a, const char *b) {
+  return raise_at_caller(L, fmt, a, b);
+}
+
+void dfr_checkfunction(lua_State *L, int idx, int arg, const char *fname) {
+  if (lua_type(L, idx) != LUA_TFUNCTION)
+    dfr_argerror(L, arg, fname, "function", idx);
+}
+
+lua_Integer dfr_checkcount(lua_State *L, int idx, int arg, const char *fname,
+                           const char *what) {
+  lua_Integer n = 0;
+  if (lua_type(L, idx) != LUA_TNUMBER)
+    dfr_argerror(L, arg, fname, "number", idx);
+  if (!dfr_tointeger(L, idx, &n) || n < 1)
+    raise_at_caller(L, "bad argument #%d to '%s' (%s must be a positive "
+                       "integer, got %s)", arg, fname, what,
+                    lua_tostring(L, idx));
+  return n;
+}
+
+int dfr_hasmt(lua_State *L, int idx, int mtidx) {
+  int r;
+  if (!lua_getmetatable(L, idx)) return 0;
+  r = lua_rawequal(L, -1, mtidx);
+  lua_pop(L, 1);
+  return r;
+}
+
+DFR_EXPORT int luaopen_defer(lua_State *L);
+
+int luaopen_defer(lua_State *L) {
+  int module, core, i;
+  lua_newtable(L);
+  module = lua_gettop(L);
+  lua_newtable(L);
+  core = lua_gettop(L);
+  lua_pushliteral(L, DFR_VERSION);
+  lua_setfield(L, module, "_VERSION");
+
+  dfr_failure_open(L, module);
+  dfr_engine_open(L, core);
+  dfr_deferred_open(L, module, core);
+
+  for (i = 0; DEFER_LUA_PARTS[i].name; i++) {
+    if (dfr_loadbuffer(L, DEFER_LUA_PARTS[i].src, DEFER_LUA_PARTS[i].len,
+                       DEFER_LUA_PARTS[i].name) != 0)
+      return lua_error(L);
+    lua_pushvalue(L, module);
+    lua_pushvalue(L, core);
+    lua_call(L, 2, 0);
+  }
+  lua_settop(L, module);
+  return 1;
+}

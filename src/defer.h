@@ -1,0 +1,76 @@
+/*
+** defer.h: what every part of defer may use: registry names, the error
+** messages for misuse, and the common head of objects that can be frames of
+** the engine's work stack (engine.h).
+** SPDX-License-Identifier: MIT
+*/
+#ifndef DEFER_H
+#define DEFER_H
+
+#include "compat.h"
+
+#if defined(__GNUC__)
+#define DFR_HIDDEN __attribute__((visibility("hidden")))
+#define DFR_EXPORT __attribute__((visibility("default")))
+#else
+#define DFR_HIDDEN
+#define DFR_EXPORT
+#endif
+
+#define DFR_VERSION "0.1.0"
+
+/* Registry keys: metatables and per-state values. */
+#define DFR_DEFERRED_MT "defer.Deferred"
+#define DFR_FAILURE_MT "defer.Failure"
+#define DFR_ERROR_MT "defer.Error"
+#define DFR_TYPE_MT "defer.ErrorType"
+#define DFR_TYPES_KEY "defer.types" /* name -> built-in error type */
+#define DFR_UNHANDLED_KEY "defer.unhandled"
+
+/*
+** Misuse of the API raises at once, in Lua's own words:
+** "bad argument #1 to 'add_callback' (function expected, got nil)".
+** Arguments are counted as the user wrote them: for a method, after self.
+*/
+DFR_HIDDEN int dfr_argerror(lua_State *L, int arg, const char *fname,
+                            const char *expected, int idx);
+DFR_HIDDEN int dfr_selferror(lua_State *L, const char *fname,
+                             const char *expected);
+/* Raises fmt (with up to two %s) at the user's position. */
+DFR_HIDDEN int dfr_error(lua_State *L, const char *fmt, const char *a,
+                         const char *b);
+DFR_HIDDEN void dfr_checkfunction(lua_State *L, int idx, int arg,
+                                  const char *fname);
+/* A positive whole number, else an error naming fname and arg. */
+DFR_HIDDEN lua_Integer dfr_checkcount(lua_State *L, int idx, int arg,
+                                      const char *fname, const char *what);
+
+/* Pushes the metatable registered under name (a registry lookup). */
+#define dfr_getmt(L, name) lua_getfield(L, LUA_REGISTRYINDEX, name)
+
+/* Whether the value at idx has the metatable at mtidx. */
+DFR_HIDDEN int dfr_hasmt(lua_State *L, int idx, int mtidx);
+
+/*
+** Frames.  Every object the engine can step through (a deferred running its
+** callbacks, a semaphore waking its waiters, a loop running a pass) begins
+** with this head.  User value slot 1 of a frame anchors the frame below it
+** while it is on a stack.
+*/
+typedef struct dfr_Frame {
+  unsigned char kind;    /* index into the engine's table of frame kinds */
+  unsigned char onstack; /* on some driver's work stack right now */
+} dfr_Frame;
+
+#define DFR_SLOT_BELOW 1
+
+enum {
+  DFR_FRAME_DEFERRED,
+  DFR_FRAME_SEMAPHORE,
+  DFR_FRAME_QUEUE,
+  DFR_FRAME_LIST,
+  DFR_FRAME_LOOP,
+  DFR_FRAME_KINDS
+};
+
+#endif

@@ -1,0 +1,568 @@
+/*
+** deferred.c: the Deferred.  Its Lua values live in user value slots (the
+** canceller or the frame below, the result, the entries table); state and
+** counts live in the struct.  Running the chain is the frame kind
+** DFR_FRAME_DEFERRED of the engine: entries are popped before their function
+** runs, and a callback that returns a Deferred hands the chain over without
+** any C recursion (Twisted's _runCallbacks, made iterative across frames).
+** SPDX-License-Identifier: MIT
+*/
+#include <string.h>
+
+#include "deferred.h"
+#include "engine.h"
+#include "failure.h"
+
+static dfr_EntryFn entry_fns[DFR_E_KINDS];
+
+void dfr_deferred_entry_kind(int kind, dfr_EntryFn fn) {
+  entry_fns[kind] = fn;
+}
+
+dfr_Deferred *dfr_deferred_test(lua_State *L, int idx) {
+  void *p = lua_touserdata(L, idx);
+  int ok;
+  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
+  dfr_getmt(L, DFR_DEFERRED_MT);
+  ok = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return ok ? (dfr_Deferred *)p : NULL;
+}
+
+dfr_Deferred *dfr_deferred_check(lua_State *L, int idx, const char *fname) {
+  dfr_Deferred *d = dfr_deferred_test(L, idx);
+  if (d == NULL) {
+    if (idx == 1) dfr_selferror(L, fname, "Deferred");
+    dfr_argerror(L, idx - 1, fname, "Deferred", idx);
+  }
+  return d;
+}
+
+dfr_Deferred *dfr_deferred_new(lua_State *L) {
+  dfr_Deferred *d = (dfr_Deferred *)dfr_newud(L, sizeof *d, DFR_D_SLOTS);
+  memset(d, 0, sizeof *d);
+  d->fr.kind = DFR_FRAME_DEFERRED;
+  d->head = d->tail = 1;
+  dfr_getmt(L, DFR_DEFERRED_MT);
+  lua_setmetatable(L, -2);
+  return d;
+}
+
+dfr_Deferred *dfr_deferred_new_owned(lua_State *L, int oidx) {
+  dfr_Deferred *d;
+  oidx = dfr_absindex(L, oidx);
+  d = dfr_deferred_new(L);
+  lua_pushvalue(L, oidx);
+  dfr_setslot(L, -2, DFR_SLOT_BELOW);
+  d->flags |= DFR_D_OWNED;
+  return d;
+}
+
+#define is_waiting(d) ((d)->flags & DFR_D_WAITING)
+
+int dfr_deferred_runnable(dfr_Deferred *d) {
+  return d->state != DFR_PENDING && !d->fr.onstack && !d->paused &&
+         !is_waiting(d);
+}
+
+/* ------------------------------------------------------------- results */
+
+/* Stores the value on top (popped) as the result with the given state. */
+static void store_result(lua_State *L, int didx, dfr_Deferred *d, int state) {
+  dfr_setslot(L, didx, DFR_D_RESULT);
+  d->state = (unsigned char)state;
+}
+
+/* The result at vidx is the Deferred x: take its result now if it has one
+** (the "steal" case), else wait for it (Twisted C1). */
+static void take_deferred(lua_State *L, int didx, dfr_Deferred *d, int xidx,
+                          dfr_Deferred *x) {
+  if (x == d) {
+    lua_pushliteral(L, "a callback returned the Deferred it was attached to");
+    dfr_failure_push(L, -1, 0);
+    lua_remove(L, -2);
+    store_result(L, didx, d, DFR_FAILURE);
+    return;
+  }
+  if (x->state != DFR_PENDING && !x->paused && !is_waiting(x)) {
+    dfr_getslot(L, xidx, DFR_D_RESULT);
+    store_result(L, didx, d, x->state);
+    lua_pushnil(L);
+    store_result(L, xidx, x, DFR_SUCCESS);
+    dfr_deferred_handled(x);
+    return;
+  }
+  /* Wait: the CONTINUE entry goes in first, so that a memory error leaves d
+  ** as it was. */
+  lua_pushvalue(L, didx);
+  dfr_deferred_add(L, xidx, DFR_E_CONTINUE, 1);
+  lua_pushvalue(L, xidx);
+  dfr_setslot(L, didx, DFR_D_RESULT);
+  d->flags |= DFR_D_WAITING;
+  d->paused++;
+}
+
+void dfr_deferred_set_result(lua_State *L, int didx, int ok) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, didx);
+  dfr_Deferred *x;
+  int v = lua_gettop(L);
+  didx = dfr_absindex(L, didx);
+  if (!ok || dfr_is_failure(L, v)) {
+    if (ok || !dfr_is_failure(L, v)) {
+      dfr_failure_push(L, v, 0);
+      lua_replace(L, v);
+    }
+    store_result(L, didx, d, DFR_FAILURE);
+  } else if ((x = dfr_deferred_test(L, v)) != NULL) {
+    take_deferred(L, didx, d, v, x);
+    lua_settop(L, v - 1);
+  } else {
+    store_result(L, didx, d, DFR_SUCCESS);
+  }
+}
+
+int dfr_deferred_fire(lua_State *L, int didx, int ok) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, didx);
+  didx = dfr_absindex(L, didx);
+  if (d->state != DFR_PENDING) {
+    if (d->flags & DFR_D_SUPPRESS) {
+      d->flags &= (unsigned char)~DFR_D_SUPPRESS;
+      lua_pop(L, 1);
+      return 0;
+    }
+    dfr_error_raise(L, "AlreadyCalledError", "the Deferred was already fired");
+  }
+  if (ok && dfr_is_failure(L, -1)) ok = 0;
+  if (!ok && !dfr_is_failure(L, -1)) {
+    int v = lua_gettop(L);
+    dfr_traceback(L, NULL, 1);
+    dfr_failure_push(L, v, v + 1);
+    lua_replace(L, v);
+    lua_settop(L, v);
+  }
+  store_result(L, didx, d, ok ? DFR_SUCCESS : DFR_FAILURE);
+  lua_pushnil(L); /* the canceller is not needed any more (Twisted X6) */
+  dfr_setslot(L, didx, DFR_SLOT_BELOW);
+  d->flags &= (unsigned char)~(DFR_D_CANCELLER | DFR_D_OWNED);
+  return dfr_deferred_runnable(d);
+}
+
+/* ------------------------------------------------------------- entries */
+
+int dfr_deferred_add(lua_State *L, int didx, int kind, int nvals) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, didx);
+  int first = lua_gettop(L) - nvals + 1, i, t;
+  didx = dfr_absindex(L, didx);
+  dfr_getslot(L, didx, DFR_D_ENTRIES);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_createtable(L, 3 + nvals, 0);
+    lua_pushvalue(L, -1);
+    dfr_setslot(L, didx, DFR_D_ENTRIES);
+  }
+  t = lua_gettop(L);
+  /* write the values first and the header last: a memory error part way
+  ** leaves no half entry behind (tail moves only at the end) */
+  for (i = 0; i < nvals; i++) {
+    lua_pushvalue(L, first + i);
+    lua_rawseti(L, t, d->tail + 1 + i);
+  }
+  if (nvals < 2) {
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, t, d->tail + 2);
+  }
+  lua_pushinteger(L, kind + 16 * (nvals > 2 ? nvals - 2 : 0));
+  lua_rawseti(L, t, d->tail);
+  d->tail += 1 + (nvals > 2 ? nvals : 2);
+  lua_settop(L, first - 1);
+  return dfr_deferred_runnable(d);
+}
+
+/* Pops the first entry, pushing a, b and its extras; returns its kind and
+** stores the count of values pushed in *n. */
+static int pop_entry(lua_State *L, int didx, dfr_Deferred *d, int *n) {
+  int t, header, i, len;
+  dfr_getslot(L, didx, DFR_D_ENTRIES);
+  t = lua_gettop(L);
+  lua_rawgeti(L, t, d->head);
+  header = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  len = 2 + header / 16;
+  luaL_checkstack(L, len + 4, "too many arguments");
+  for (i = 1; i <= len; i++) lua_rawgeti(L, t, d->head + i);
+  for (i = 0; i <= len; i++) {
+    lua_pushnil(L);
+    lua_rawseti(L, t, d->head + i);
+  }
+  d->head += 1 + len;
+  if (d->head == d->tail) d->head = d->tail = 1;
+  lua_remove(L, t);
+  *n = len;
+  return header % 16;
+}
+
+/* --------------------------------------------------------- the chain */
+
+/* Hands d's result to the frame at tidx (a Deferred waiting via CONTINUE or
+** fired via CHAIN) and makes it the top: in place of d when d has nothing
+** left to do, above d otherwise. */
+static void hand_over(lua_State *L, int top, dfr_Deferred *d, int tidx,
+                      dfr_Deferred *t) {
+  dfr_getslot(L, top, DFR_D_RESULT);
+  store_result(L, tidx, t, d->state);
+  lua_pushnil(L);
+  store_result(L, top, d, DFR_SUCCESS);
+  dfr_deferred_handled(d);
+  if (t->fr.onstack) return; /* its own stack will go on with it */
+  if (d->head == d->tail) dfr_engine_replace(L, top, tidx);
+  else dfr_engine_push(L, top, tidx);
+}
+
+static int run_continue(lua_State *L, int top, dfr_Deferred *d, int a) {
+  dfr_Deferred *outer = (dfr_Deferred *)lua_touserdata(L, a);
+  outer->flags &= (unsigned char)~DFR_D_WAITING;
+  outer->paused--;
+  hand_over(L, top, d, a, outer);
+  return DFR_NEXT;
+}
+
+static int run_chain(lua_State *L, int top, dfr_Deferred *d, int a) {
+  dfr_Deferred *other = (dfr_Deferred *)lua_touserdata(L, a);
+  if (other->state != DFR_PENDING) {
+    if (other->flags & DFR_D_SUPPRESS) {
+      other->flags &= (unsigned char)~DFR_D_SUPPRESS;
+      lua_pushnil(L);
+      store_result(L, top, d, DFR_SUCCESS);
+    } else {
+      dfr_failure_push_error(L, "AlreadyCalledError",
+                             "chain: the other Deferred was already fired");
+      store_result(L, top, d, DFR_FAILURE);
+    }
+    return DFR_NEXT;
+  }
+  lua_pushnil(L);
+  dfr_setslot(L, a, DFR_SLOT_BELOW); /* drop its canceller */
+  other->flags &= (unsigned char)~DFR_D_CANCELLER;
+  hand_over(L, top, d, a, other);
+  return DFR_NEXT;
+}
+
+/* Processing stopped: remember an unhandled Failure for the collector. */
+static void finish(dfr_Deferred *d) {
+  if (d->state == DFR_FAILURE && !is_waiting(d))
+    d->flags |= DFR_D_UNHANDLED;
+  else
+    dfr_deferred_handled(d);
+}
+
+int dfr_deferred_resume(lua_State *L, int top) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, top);
+  for (;;) {
+    int kind, n, a = top + 1;
+    if (d->paused || is_waiting(d) || d->head == d->tail) {
+      finish(d);
+      return DFR_POP;
+    }
+    kind = pop_entry(L, top, d, &n);
+    switch (kind) {
+      case DFR_E_CALLBACKS:
+        if (d->state == DFR_FAILURE) lua_replace(L, a);
+        else lua_remove(L, a + 1);
+        if (!lua_toboolean(L, a)) break; /* pass through */
+        dfr_getslot(L, top, DFR_D_RESULT);
+        lua_insert(L, a + 1);
+        d->calling = 1;
+        return DFR_CALL;
+      case DFR_E_EXEC:
+        if (d->state == DFR_FAILURE) break;
+        lua_remove(L, a + 1);
+        d->calling = 1;
+        return DFR_CALL;
+      case DFR_E_CONTINUE:
+        return run_continue(L, top, d, a);
+      case DFR_E_CHAIN:
+        return run_chain(L, top, d, a);
+      default: {
+        int r = entry_fns[kind](L, top, a);
+        if (r == DFR_CALL) d->calling = 1;
+        return r;
+      }
+    }
+    lua_settop(L, top);
+  }
+}
+
+void dfr_deferred_outcome(lua_State *L, int top, int ok, int ridx) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, top);
+  d->calling = 0;
+  lua_pushvalue(L, ridx);
+  dfr_deferred_set_result(L, top, ok);
+}
+
+/* ------------------------------------------------------- Lua functions */
+
+static int checkvalue(lua_State *L, int idx, const char *fname) {
+  if (dfr_deferred_test(L, idx))
+    return dfr_error(L, "bad argument #1 to '%s' (a Deferred cannot be a "
+                        "result%s)", fname, "; return it from a callback to chain");
+  return 0;
+}
+
+/* core.fire(d, value, is_errback) */
+static int d_fire(lua_State *L) {
+  int err = lua_toboolean(L, 3);
+  const char *fname = err ? "errback" : "callback";
+  dfr_deferred_check(L, 1, fname);
+  if (err && lua_isnoneornil(L, 2))
+    dfr_argerror(L, 1, fname, "error value", 2);
+  checkvalue(L, 2, fname);
+  lua_settop(L, 2);
+  if (!dfr_deferred_fire(L, 1, !err)) return 0;
+  return dfr_engine_start(L, 1);
+}
+
+static const char *const add_names[] = {"add_callback", "add_errback",
+                                        "add_both", "add_callbacks"};
+
+/* core.add(d, mode, f, ...): mode 1 callback, 2 errback, 3 both. */
+static int d_add(lua_State *L) {
+  int mode = (int)lua_tointeger(L, 2), n = lua_gettop(L), i;
+  const char *fname = add_names[mode - 1];
+  dfr_deferred_check(L, 1, fname);
+  dfr_checkfunction(L, 3, 1, fname);
+  luaL_checkstack(L, n, "too many arguments");
+  if (mode & 1) lua_pushvalue(L, 3);
+  else lua_pushboolean(L, 0);
+  if (mode & 2) lua_pushvalue(L, 3);
+  else lua_pushboolean(L, 0);
+  for (i = 4; i <= n; i++) lua_pushvalue(L, i);
+  if (!dfr_deferred_add(L, 1, DFR_E_CALLBACKS, n - 1)) return 0;
+  lua_settop(L, 1);
+  return dfr_engine_start(L, 1);
+}
+
+/* core.add2(d, cb, eb) */
+static int d_add2(lua_State *L) {
+  dfr_deferred_check(L, 1, "add_callbacks");
+  if (!lua_isnoneornil(L, 2)) dfr_checkfunction(L, 2, 1, "add_callbacks");
+  if (!lua_isnoneornil(L, 3)) dfr_checkfunction(L, 3, 2, "add_callbacks");
+  lua_settop(L, 3);
+  if (lua_isnil(L, 2)) {
+    lua_pushboolean(L, 0);
+    lua_replace(L, 2);
+  }
+  if (lua_isnil(L, 3)) {
+    lua_pushboolean(L, 0);
+    lua_replace(L, 3);
+  }
+  if (!dfr_deferred_add(L, 1, DFR_E_CALLBACKS, 2)) return 0;
+  return dfr_engine_start(L, 1);
+}
+
+/* core.chain(d, other) */
+static int d_chain(lua_State *L) {
+  dfr_deferred_check(L, 1, "chain");
+  if (!dfr_deferred_test(L, 2)) dfr_argerror(L, 1, "chain", "Deferred", 2);
+  if (lua_rawequal(L, 1, 2))
+    return dfr_error(L, "bad argument #1 to '%s' (a Deferred cannot be "
+                        "chained to itself%s)", "chain", "");
+  lua_settop(L, 2);
+  if (!dfr_deferred_add(L, 1, DFR_E_CHAIN, 1)) return 0;
+  return dfr_engine_start(L, 1);
+}
+
+static int d_pause(lua_State *L) {
+  dfr_Deferred *d = dfr_deferred_check(L, 1, "pause");
+  d->paused++;
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* core.unpause(d) */
+static int d_unpause(lua_State *L) {
+  dfr_Deferred *d = dfr_deferred_check(L, 1, "unpause");
+  if (d->paused - (is_waiting(d) ? 1 : 0) <= 0)
+    return dfr_error(L, "calling '%s' on a Deferred that is not paused%s",
+                     "unpause", "");
+  d->paused--;
+  lua_settop(L, 1);
+  if (!dfr_deferred_runnable(d)) return 0;
+  return dfr_engine_start(L, 1);
+}
+
+/* core.cancel(d): follows the deferreds d waits on to the one to cancel;
+** returns it (nothing when all have fired), its canceller if it has one that
+** must be called first (else false), and its owner when the owner must run
+** after the CancelledError. */
+static int d_cancel(lua_State *L) {
+  dfr_Deferred *d = dfr_deferred_check(L, 1, "cancel");
+  lua_settop(L, 1);
+  while (d->state != DFR_PENDING && is_waiting(d)) {
+    dfr_getslot(L, -1, DFR_D_RESULT);
+    lua_remove(L, -2);
+    d = (dfr_Deferred *)lua_touserdata(L, -1);
+  }
+  if (d->state != DFR_PENDING) return 0;
+  if (!(d->flags & (DFR_D_CANCELLER | DFR_D_OWNED))) return 1;
+  dfr_getslot(L, -1, DFR_SLOT_BELOW);
+  lua_pushnil(L);
+  dfr_setslot(L, -3, DFR_SLOT_BELOW);
+  if (d->flags & DFR_D_OWNED) {
+    d->flags = (unsigned char)((d->flags & ~DFR_D_OWNED) | DFR_D_HADCANCEL);
+    if (!dfr_engine_kindof(L, -1)->cancel(L, lua_gettop(L), lua_gettop(L) - 1)) {
+      lua_pop(L, 1);
+      return 1;
+    }
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 3;
+  }
+  d->flags = (unsigned char)((d->flags & ~DFR_D_CANCELLER) | DFR_D_HADCANCEL);
+  return 2;
+}
+
+/* core.cancelled(d): after the canceller (if any) ran: errback with a
+** CancelledError unless the canceller fired d. */
+static int d_cancelled(lua_State *L) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, 1);
+  int owner = lua_isuserdata(L, 2) ? 2 : 0;
+  lua_settop(L, 2);
+  if (d->state == DFR_PENDING) {
+    dfr_failure_push_error(L, "CancelledError", "the Deferred was cancelled");
+    dfr_deferred_fire(L, 1, 0);
+    if (!(d->flags & DFR_D_HADCANCEL)) d->flags |= DFR_D_SUPPRESS;
+  }
+  return dfr_engine_start2(L, owner, dfr_deferred_runnable(d) ? 1 : 0);
+}
+
+/* defer.new([canceller]) */
+static int f_new(lua_State *L) {
+  dfr_Deferred *d;
+  if (!lua_isnoneornil(L, 1)) dfr_checkfunction(L, 1, 1, "new");
+  lua_settop(L, 1);
+  d = dfr_deferred_new(L);
+  if (!lua_isnoneornil(L, 1)) {
+    lua_pushvalue(L, 1);
+    dfr_setslot(L, -2, DFR_SLOT_BELOW);
+    d->flags |= DFR_D_CANCELLER;
+  }
+  return 1;
+}
+
+/* Pushes an already fired deferred; runs its (empty) chain so that an
+** unhandled failure is tracked. */
+static int fired(lua_State *L, int ok) {
+  int v = lua_gettop(L);
+  dfr_deferred_new(L);
+  lua_pushvalue(L, v);
+  if (dfr_deferred_fire(L, -2, ok)) finish((dfr_Deferred *)lua_touserdata(L, -1));
+  return 1;
+}
+
+static int f_succeed(lua_State *L) {
+  lua_settop(L, 1);
+  checkvalue(L, 1, "succeed");
+  return fired(L, 1);
+}
+
+static int f_fail(lua_State *L) {
+  if (lua_isnoneornil(L, 1)) dfr_argerror(L, 1, "fail", "error value", 1);
+  lua_settop(L, 1);
+  return fired(L, 0);
+}
+
+/* core.maybe_result(ok, value): the deferred for the outcome of a call. */
+static int d_maybe_result(lua_State *L) {
+  int ok = lua_toboolean(L, 1);
+  lua_settop(L, 2);
+  if (ok && dfr_deferred_test(L, 2)) return 1;
+  return fired(L, ok);
+}
+
+static int d_state(lua_State *L) {
+  static const char *const names[] = {"pending", "success", "failure"};
+  dfr_Deferred *d = dfr_deferred_check(L, 1, "state");
+  lua_pushstring(L, is_waiting(d) ? "pending" : names[d->state]);
+  return 1;
+}
+
+static int d_index(lua_State *L) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, 1);
+  const char *k;
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  if (!lua_isnil(L, -1) || lua_type(L, 2) != LUA_TSTRING) return 1;
+  k = lua_tostring(L, 2);
+  if (strcmp(k, "called") == 0) lua_pushboolean(L, d->state != DFR_PENDING);
+  else if (strcmp(k, "paused") == 0) lua_pushinteger(L, d->paused);
+  else if (strcmp(k, "result") == 0) {
+    if (d->state == DFR_PENDING) lua_pushnil(L);
+    else dfr_getslot(L, 1, DFR_D_RESULT);
+  } else lua_pushnil(L);
+  return 1;
+}
+
+static int d_tostring(lua_State *L) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, 1);
+  if (d->state == DFR_PENDING) {
+    lua_pushfstring(L, "<Deferred at %p pending>", (void *)d);
+  } else if (is_waiting(d)) {
+    dfr_getslot(L, 1, DFR_D_RESULT);
+    lua_pushfstring(L, "<Deferred at %p waiting on Deferred at %p>", (void *)d,
+                    lua_touserdata(L, -1));
+  } else {
+    lua_getglobal(L, "tostring");
+    dfr_getslot(L, 1, DFR_D_RESULT);
+    lua_call(L, 1, 1);
+    lua_pushfstring(L, "<Deferred at %p current result: %s>", (void *)d,
+                    lua_tostring(L, -1));
+  }
+  return 1;
+}
+
+/* At collection: report a Failure nobody handled (the one call into user
+** code from C, protected, touching no other object). */
+static int d_gc(lua_State *L) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, 1);
+  if ((d->flags & DFR_D_UNHANDLED) && d->state == DFR_FAILURE) {
+    dfr_deferred_handled(d);
+    dfr_getslot(L, 1, DFR_D_RESULT);
+    dfr_failure_report(L, -1);
+  }
+  return 0;
+}
+
+void dfr_deferred_open(lua_State *L, int module, int core) {
+  static const luaL_Reg methods[] = {
+      {"pause", d_pause}, {"state", d_state}, {NULL, NULL}};
+  static const luaL_Reg corefns[] = {
+      {"fire", d_fire},         {"add", d_add},
+      {"add2", d_add2},         {"chain", d_chain},
+      {"unpause", d_unpause},   {"cancel", d_cancel},
+      {"cancelled", d_cancelled}, {"maybe_result", d_maybe_result},
+      {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"new", f_new}, {"succeed", f_succeed}, {"fail", f_fail}, {NULL, NULL}};
+
+  luaL_newmetatable(L, DFR_DEFERRED_MT);
+  lua_newtable(L); /* methods; the driver adds the ones that run user code */
+  dfr_setfuncs(L, methods, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, core, "Deferred");
+  lua_pushcclosure(L, d_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, d_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushcfunction(L, d_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushliteral(L, "Deferred");
+  lua_setfield(L, -2, "__name");
+  lua_pop(L, 1);
+
+  lua_pushvalue(L, core);
+  dfr_setfuncs(L, corefns, 0);
+  lua_pop(L, 1);
+  lua_pushvalue(L, module);
+  dfr_setfuncs(L, funcs, 0);
+  lua_pop(L, 1);
+}

@@ -1,0 +1,92 @@
+/*
+** deferred.h: the Deferred, the object everything else is built on.  Other
+** files use only these functions, never the struct's fields directly except
+** to read state.
+** SPDX-License-Identifier: MIT
+*/
+#ifndef DEFER_DEFERRED_H
+#define DEFER_DEFERRED_H
+
+#include "defer.h"
+
+enum { DFR_PENDING, DFR_SUCCESS, DFR_FAILURE };
+
+typedef struct dfr_Deferred {
+  dfr_Frame fr;
+  unsigned char state;   /* DFR_PENDING, DFR_SUCCESS or DFR_FAILURE */
+  unsigned char flags;   /* DFR_D_* below */
+  unsigned char calling; /* one of its user functions is running */
+  int paused;            /* user pauses, plus one while waiting */
+  int head, tail;        /* its entries occupy [head, tail) of slot 3 */
+  int aux;               /* free for the object that owns it (a waiter's weight) */
+} dfr_Deferred;
+
+/* User value slots: 1 the canceller while pending, the frame below while
+** on a stack; 2 the result; 3 the table of queued entries. */
+#define DFR_D_SLOTS 3
+#define DFR_D_RESULT 2
+#define DFR_D_ENTRIES 3
+
+#define DFR_D_WAITING 1    /* the result is a Deferred it waits on */
+#define DFR_D_SUPPRESS 2   /* cancelled without canceller: one late fire is swallowed */
+#define DFR_D_CANCELLER 4  /* slot 1 holds a canceller */
+#define DFR_D_HADCANCEL 8  /* its canceller was taken by cancel() */
+#define DFR_D_UNHANDLED 16 /* finished on a Failure nobody handled yet */
+#define DFR_D_OWNED 32     /* slot 1 holds its owner (a frame object) whose
+                              kind's cancel hook acts as the canceller */
+#define DFR_D_ACQUIRED 64  /* semaphore: the tokens of this task are taken */
+
+/*
+** Entry kinds.  An entry is [header, a, b, extra...] in the entries table,
+** header = kind + 16 * number of extras.  Kinds from DFR_E_FIRST_INTERNAL on
+** are handled in C by the file that registered them.
+*/
+enum {
+  DFR_E_CALLBACKS = 1, /* a callback, b errback (false: pass), called f(result, extra...) */
+  DFR_E_EXEC,          /* on success a(extra...); a failure passes */
+  DFR_E_CONTINUE,      /* a: the deferred waiting for this result */
+  DFR_E_CHAIN,         /* a: the deferred to fire with this result */
+  DFR_E_FIRST_INTERNAL,
+  DFR_E_RELEASE = DFR_E_FIRST_INTERNAL, /* semaphore.c: a sem, b tokens */
+  DFR_E_LIST,          /* dlist.c: a list, b index */
+  DFR_E_KINDS = 16
+};
+
+/* An internal entry's handler: the deferred is the frame at top, the
+** entry's a, b and extras are at a..top of stack.  It may change the result
+** (dfr_deferred_set_result), fire or push other frames, and returns DFR_NEXT,
+** or DFR_CALL with a user function and its arguments pushed above top
+** (whose return value becomes the result). */
+typedef int (*dfr_EntryFn)(lua_State *L, int top, int a);
+DFR_HIDDEN void dfr_deferred_entry_kind(int kind, dfr_EntryFn fn);
+
+DFR_HIDDEN dfr_Deferred *dfr_deferred_test(lua_State *L, int idx);
+DFR_HIDDEN dfr_Deferred *dfr_deferred_check(lua_State *L, int idx,
+                                            const char *fname);
+/* Pushes a new pending Deferred. */
+DFR_HIDDEN dfr_Deferred *dfr_deferred_new(lua_State *L);
+/* Pushes a new pending Deferred owned by the frame object at oidx: cancelling
+** it calls the cancel hook of the owner's frame kind (engine.h). */
+DFR_HIDDEN dfr_Deferred *dfr_deferred_new_owned(lua_State *L, int oidx);
+/* Pops a value and makes it d's result (ok: success unless it is a Failure;
+** !ok: wrapped in a Failure).  Handles a returned Deferred (steal or wait). */
+DFR_HIDDEN void dfr_deferred_set_result(lua_State *L, int didx, int ok);
+/* Pops a value and fires the pending deferred at didx with it; returns
+** whether it now needs to run (make it a frame with dfr_engine_*).  Raises
+** AlreadyCalledError when it was fired before (but swallows the one late
+** fire of a deferred cancelled without canceller). */
+DFR_HIDDEN int dfr_deferred_fire(lua_State *L, int didx, int ok);
+/* Pops nvals values (a, b, extras) and appends an entry; returns whether the
+** deferred must now run its entries. */
+DFR_HIDDEN int dfr_deferred_add(lua_State *L, int didx, int kind, int nvals);
+/* Whether a fired deferred is idle with entries or a result to process. */
+DFR_HIDDEN int dfr_deferred_runnable(dfr_Deferred *d);
+/* Marks d's failure as handled (it will not be reported at collection). */
+#define dfr_deferred_handled(d) ((d)->flags &= (unsigned char)~DFR_D_UNHANDLED)
+
+DFR_HIDDEN int dfr_deferred_resume(lua_State *L, int top);
+DFR_HIDDEN void dfr_deferred_outcome(lua_State *L, int top, int ok, int ridx);
+
+DFR_HIDDEN void dfr_deferred_open(lua_State *L, int module, int core);
+
+#endif
