@@ -14,6 +14,7 @@
 #include "driver_lua.h"
 #include "engine.h"
 #include "failure.h"
+#include "loop.h"
 
 /* Raises a message prefixed with the position of the user's code: the first
 ** Lua frame that is not one of ours (luaL_error would name the driver). */
@@ -70,6 +71,16 @@ lua_Integer dfr_checkcount(lua_State *L, int idx, int arg, const char *fname,
   return n;
 }
 
+void *dfr_testudata(lua_State *L, int idx, const char *name) {
+  void *p = lua_touserdata(L, idx);
+  int ok;
+  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
+  dfr_getmt(L, name);
+  ok = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return ok ? p : NULL;
+}
+
 int dfr_hasmt(lua_State *L, int idx, int mtidx) {
   int r;
   if (!lua_getmetatable(L, idx)) return 0;
@@ -92,6 +103,7 @@ int luaopen_defer(lua_State *L) {
   dfr_failure_open(L, module);
   dfr_engine_open(L, core);
   dfr_deferred_open(L, module, core);
+  dfr_loop_open(L, module, core);
 
   for (i = 0; DEFER_LUA_PARTS[i].name; i++) {
     if (dfr_loadbuffer(L, DEFER_LUA_PARTS[i].src, DEFER_LUA_PARTS[i].len,

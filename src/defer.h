@@ -48,6 +48,9 @@ DFR_HIDDEN lua_Integer dfr_checkcount(lua_State *L, int idx, int arg,
 /* Pushes the metatable registered under name (a registry lookup). */
 #define dfr_getmt(L, name) lua_getfield(L, LUA_REGISTRYINDEX, name)
 
+/* The userdata at idx if its metatable is the one registered as name. */
+DFR_HIDDEN void *dfr_testudata(lua_State *L, int idx, const char *name);
+
 /* Whether the value at idx has the metatable at mtidx. */
 DFR_HIDDEN int dfr_hasmt(lua_State *L, int idx, int mtidx);
 

@@ -479,6 +479,45 @@ static int d_maybe_result(lua_State *L) {
   return fired(L, ok);
 }
 
+/* core.take(d): the result of an idle fired deferred (ok, value), leaving it
+** nil there (await consumes it); nothing when it has none to give now. */
+static int d_take(lua_State *L) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, 1);
+  if (!dfr_deferred_runnable(d) || d->head != d->tail) return 0;
+  lua_pushboolean(L, d->state == DFR_SUCCESS);
+  dfr_getslot(L, 1, DFR_D_RESULT);
+  lua_pushnil(L);
+  store_result(L, 1, d, DFR_SUCCESS);
+  dfr_deferred_handled(d);
+  return 2;
+}
+
+/* core.resolve(d, v): fires the pending d with v, which may be a Deferred to
+** wait on. */
+static int d_resolve(lua_State *L) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, 1);
+  if (d->state != DFR_PENDING) return 0;
+  lua_settop(L, 2);
+  lua_pushnil(L);
+  dfr_setslot(L, 1, DFR_SLOT_BELOW);
+  d->flags &= (unsigned char)~(DFR_D_CANCELLER | DFR_D_OWNED);
+  d->state = DFR_SUCCESS;
+  dfr_deferred_set_result(L, 1, 1);
+  if (!dfr_deferred_runnable(d)) return 0;
+  return dfr_engine_start(L, 1);
+}
+
+/* core.check(d, fname): raises unless d is a Deferred (as self). */
+static int d_check(lua_State *L) {
+  dfr_deferred_check(L, 1, luaL_checkstring(L, 2));
+  return 0;
+}
+
+static int d_is(lua_State *L) {
+  lua_pushboolean(L, dfr_deferred_test(L, 1) != NULL);
+  return 1;
+}
+
 static int d_state(lua_State *L) {
   static const char *const names[] = {"pending", "success", "failure"};
   dfr_Deferred *d = dfr_deferred_check(L, 1, "state");
@@ -540,6 +579,8 @@ void dfr_deferred_open(lua_State *L, int module, int core) {
       {"add2", d_add2},         {"chain", d_chain},
       {"unpause", d_unpause},   {"cancel", d_cancel},
       {"cancelled", d_cancelled}, {"maybe_result", d_maybe_result},
+      {"check", d_check},       {"is_deferred", d_is},
+      {"take", d_take},         {"resolve", d_resolve},
       {NULL, NULL}};
   static const luaL_Reg funcs[] = {
       {"new", f_new}, {"succeed", f_succeed}, {"fail", f_fail}, {NULL, NULL}};

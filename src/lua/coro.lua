@@ -1,0 +1,100 @@
+-- coro.lua: defer.spawn, defer.await and defer.async, on the plain
+-- `coroutine` library (so hosts that wrap it, like OpenResty, keep working).
+-- await yields from the spawned coroutine; the awaited deferred's callback
+-- resumes it.  A spawned coroutine's deferred is cancelled by cancelling
+-- what it awaits, as Twisted's inlineCallbacks does.
+local M, core = ...
+
+local create, resume, yield = coroutine.create, coroutine.resume, coroutine.yield
+local running, status = coroutine.running, coroutine.status
+local traceback = debug.traceback
+local new, failure, is_failure = M.new, M.failure, M.is_failure
+local is_deferred, checkfunction = core.is_deferred, core.checkfunction
+local take = core.take
+local select, error, type = select, error, type
+
+local AWAIT = {} -- what await yields, so a stray yield is told apart
+local spawned = setmetatable({}, {__mode = "k"}) -- coroutine -> state
+
+local finish
+
+-- Resumes the coroutine of st with the given values and handles what it
+-- does next: finish, or wait for the deferred it awaits.
+local function step(st, ...)
+  local co = st.co
+  return finish(st, co, resume(co, ...))
+end
+
+function finish(st, co, ok, ...)
+  if status(co) ~= "dead" then
+    if ok and select("#", ...) >= 1 and (...) == AWAIT then return end
+    -- a yield that was not an await: a host yield is not ours to handle
+    ok = false
+    local v = failure("defer.spawn: the coroutine yielded outside defer.await")
+    spawned[co] = nil
+    return st.result:errback(v)
+  end
+  spawned[co] = nil
+  local d = st.result
+  if ok then return d:callback((...)) end
+  local err = ...
+  if not is_failure(err) then err = failure(err, traceback(co, nil)) end
+  return d:errback(err)
+end
+
+-- The canceller of a spawned coroutine's deferred: cancel what it awaits,
+-- and keep the deferred waiting on a fresh one that the coroutine's end
+-- fires (so a coroutine that catches the CancelledError can go on).
+local function cancel_spawned(st)
+  local function canceller(d)
+    local fresh = new(canceller)
+    st.result = fresh
+    core.resolve(d, fresh)
+    local w = st.awaiting
+    if w ~= nil then w:cancel() end
+  end
+  return canceller
+end
+
+function M.spawn(f, ...)
+  checkfunction(f, "spawn")
+  local co = create(f)
+  local st = {co = co}
+  local d = new(cancel_spawned(st))
+  st.result = d
+  spawned[co] = st
+  step(st, ...)
+  return d
+end
+
+function M.await(d)
+  local co = running()
+  local st = co and spawned[co]
+  if st == nil then
+    error("defer.await must be called inside a coroutine started by defer.spawn", 2)
+  end
+  if not is_deferred(d) then
+    error(("bad argument #1 to 'await' (Deferred expected, got %s)"):format(type(d)), 2)
+  end
+  local ok, v = take(d) -- an idle fired deferred gives its result at once
+  if ok == nil then
+    st.awaiting = d
+    d:add_both(function(r)
+      if st.awaiting == d then
+        st.awaiting = nil
+        step(st, r)
+      end
+      return nil -- the coroutine consumed the result
+    end)
+    v = yield(AWAIT)
+    -- resumed by the callback with the result
+    ok = not is_failure(v)
+  end
+  if not ok then error(v, 0) end
+  return v
+end
+
+function M.async(f)
+  checkfunction(f, "async")
+  return function(...) return M.spawn(f, ...) end
+end
