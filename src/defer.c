@@ -15,6 +15,8 @@
 #include "engine.h"
 #include "failure.h"
 #include "loop.h"
+#include "queue.h"
+#include "semaphore.h"
 
 /* Raises a message prefixed with the position of the user's code: the first
 ** Lua frame that is not one of ours (luaL_error would name the driver). */
@@ -104,6 +106,8 @@ int luaopen_defer(lua_State *L) {
   dfr_engine_open(L, core);
   dfr_deferred_open(L, module, core);
   dfr_loop_open(L, module, core);
+  dfr_semaphore_open(L, module, core);
+  dfr_queue_open(L, module, core);
 
   for (i = 0; DEFER_LUA_PARTS[i].name; i++) {
     if (dfr_loadbuffer(L, DEFER_LUA_PARTS[i].src, DEFER_LUA_PARTS[i].len,

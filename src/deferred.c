@@ -449,13 +449,16 @@ static int f_new(lua_State *L) {
   return 1;
 }
 
-/* Pushes an already fired deferred; runs its (empty) chain so that an
-** unhandled failure is tracked. */
-static int fired(lua_State *L, int ok) {
-  int v = lua_gettop(L);
+/* An already fired deferred; its (empty) chain is settled at once so that
+** an unhandled failure is tracked. */
+void dfr_deferred_push_fired(lua_State *L, int ok) {
   dfr_deferred_new(L);
-  lua_pushvalue(L, v);
+  lua_insert(L, -2);
   if (dfr_deferred_fire(L, -2, ok)) finish((dfr_Deferred *)lua_touserdata(L, -1));
+}
+
+static int fired(lua_State *L, int ok) {
+  dfr_deferred_push_fired(L, ok);
   return 1;
 }
 

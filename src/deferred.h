@@ -35,6 +35,7 @@ typedef struct dfr_Deferred {
 #define DFR_D_OWNED 32     /* slot 1 holds its owner (a frame object) whose
                               kind's cancel hook acts as the canceller */
 #define DFR_D_ACQUIRED 64  /* semaphore: the tokens of this task are taken */
+#define DFR_D_TASK 128     /* semaphore: the deferred of a run() */
 
 /*
 ** Entry kinds.  An entry is [header, a, b, extra...] in the entries table,
@@ -68,6 +69,9 @@ DFR_HIDDEN dfr_Deferred *dfr_deferred_new(lua_State *L);
 /* Pushes a new pending Deferred owned by the frame object at oidx: cancelling
 ** it calls the cancel hook of the owner's frame kind (engine.h). */
 DFR_HIDDEN dfr_Deferred *dfr_deferred_new_owned(lua_State *L, int oidx);
+/* Pops a value and pushes an already fired deferred with it (ok: success,
+** unless it is a Failure). */
+DFR_HIDDEN void dfr_deferred_push_fired(lua_State *L, int ok);
 /* Pops a value and makes it d's result (ok: success unless it is a Failure;
 ** !ok: wrapped in a Failure).  Handles a returned Deferred (steal or wait). */
 DFR_HIDDEN void dfr_deferred_set_result(lua_State *L, int didx, int ok);

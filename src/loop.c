@@ -18,6 +18,7 @@
 #include "engine.h"
 #include "failure.h"
 #include "loop.h"
+#include "ring.h"
 
 #define LOOP_MT "defer.Loop"
 #define HANDLE_MT "defer.Handle"
@@ -43,15 +44,13 @@ typedef struct Loop {
   dfr_Frame fr;
   unsigned char clock, stopped, error_pending, in_handler;
   double now;             /* the manual clock; the time the pass began */
-  int rhead, rcount, rcap; /* ring of ready handles, slot L_RING */
+  dfr_Ring ready;          /* ready handles, slot L_RING */
   int live;               /* ready handles not cancelled */
   int pass_left, budget, ran;
   uint64_t pass_seq, seq;
   Handle **heap;
   int hn, hcap;
 } Loop;
-
-#define RING_MIN 16
 
 static double mono_now(void) {
   struct timespec ts;
@@ -132,48 +131,6 @@ static void heap_shrink(lua_State *L, int lidx, Loop *lp) {
   }
 }
 
-/* ---------------------------------------------------------------- ring */
-
-static void ring_push(lua_State *L, int lidx, Loop *lp, int hidx) {
-  dfr_getslot(L, lidx, L_RING);
-  if (lp->rcount == lp->rcap) { /* grow: unwrap into a table twice as big */
-    int cap = lp->rcap ? lp->rcap * 2 : RING_MIN, i;
-    lua_createtable(L, cap, 0);
-    for (i = 0; i < lp->rcount; i++) {
-      lua_rawgeti(L, -2, (lp->rhead + i) % lp->rcap + 1);
-      lua_rawseti(L, -2, i + 1);
-    }
-    lua_pushvalue(L, -1);
-    dfr_setslot(L, lidx, L_RING);
-    lua_remove(L, -2);
-    lp->rhead = 0;
-    lp->rcap = cap;
-  }
-  lua_pushvalue(L, hidx);
-  lua_rawseti(L, -2, (lp->rhead + lp->rcount) % lp->rcap + 1);
-  lua_pop(L, 1);
-  lp->rcount++;
-}
-
-/* Pops the oldest ready handle onto the stack. */
-static void ring_pop(lua_State *L, int lidx, Loop *lp) {
-  int slot = lp->rhead + 1;
-  dfr_getslot(L, lidx, L_RING);
-  lua_rawgeti(L, -1, slot);
-  lua_pushnil(L);
-  lua_rawseti(L, -3, slot);
-  lua_remove(L, -2);
-  lp->rhead = (lp->rhead + 1) % lp->rcap;
-  if (--lp->rcount == 0) {
-    lp->rhead = 0;
-    if (lp->rcap > 1024) { /* a drained burst gives its memory back */
-      lp->rcap = 0;
-      lua_pushnil(L);
-      dfr_setslot(L, lidx, L_RING);
-    }
-  }
-}
-
 /* ------------------------------------------------------------- handles */
 
 /* Pushes a new active handle for f and its arguments at fidx..top. */
@@ -230,7 +187,7 @@ static int loop_call_soon(lua_State *L) {
   Loop *lp = check_loop(L, "call_soon");
   dfr_checkfunction(L, 2, 1, "call_soon");
   new_handle(L, 1, 2);
-  ring_push(L, 1, lp, lua_gettop(L));
+  dfr_ring_push(L, 1, L_RING, &lp->ready, -1);
   lp->live++;
   return 1;
 }
@@ -315,7 +272,7 @@ static int pass_resume(lua_State *L, int top) {
     Handle *h;
     if (lp->pass_left > 0) {
       lp->pass_left--;
-      ring_pop(L, top, lp);
+      dfr_ring_pop(L, top, L_RING, &lp->ready);
       h = (Handle *)lua_touserdata(L, -1);
       if (!h->active) {
         lua_pop(L, 1);
@@ -381,7 +338,7 @@ static int loop_pass(lua_State *L) {
   Loop *lp = (Loop *)lua_touserdata(L, 1);
   if (lp->fr.onstack) return 0;
   if (lp->clock != CLOCK_MANUAL) lp->now = lua_tonumber(L, 2);
-  lp->pass_left = lp->rcount;
+  lp->pass_left = lp->ready.count;
   lp->pass_seq = lp->seq;
   lp->ran = 0;
   lp->budget = lua_isnoneornil(L, 3) ? -1 : (int)lua_tointeger(L, 3);

@@ -1,0 +1,56 @@
+/*
+** ring.c: the table-backed FIFO of ring.h.
+** SPDX-License-Identifier: MIT
+*/
+#include "ring.h"
+
+#define RING_MIN 16
+#define RING_KEEP 1024 /* a drained ring larger than this is dropped */
+
+void dfr_ring_push(lua_State *L, int owner, int slot, dfr_Ring *r, int vidx) {
+  vidx = dfr_absindex(L, vidx);
+  owner = dfr_absindex(L, owner);
+  dfr_getslot(L, owner, slot);
+  if (r->count == r->cap) { /* grow: unwrap into a table twice as big */
+    int cap = r->cap ? r->cap * 2 : RING_MIN, i;
+    lua_createtable(L, cap, 0);
+    for (i = 0; i < r->count; i++) {
+      lua_rawgeti(L, -2, (r->head + i) % r->cap + 1);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushvalue(L, -1);
+    dfr_setslot(L, owner, slot);
+    lua_remove(L, -2);
+    r->head = 0;
+    r->cap = cap;
+  }
+  lua_pushvalue(L, vidx);
+  lua_rawseti(L, -2, (r->head + r->count) % r->cap + 1);
+  lua_pop(L, 1);
+  r->count++;
+}
+
+void dfr_ring_peek(lua_State *L, int owner, int slot, dfr_Ring *r) {
+  dfr_getslot(L, owner, slot);
+  lua_rawgeti(L, -1, r->head + 1);
+  lua_remove(L, -2);
+}
+
+void dfr_ring_pop(lua_State *L, int owner, int slot, dfr_Ring *r) {
+  int at = r->head + 1;
+  owner = dfr_absindex(L, owner);
+  dfr_getslot(L, owner, slot);
+  lua_rawgeti(L, -1, at);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, at);
+  lua_remove(L, -2);
+  r->head = (r->head + 1) % r->cap;
+  if (--r->count == 0) {
+    r->head = 0;
+    if (r->cap > RING_KEEP) {
+      r->cap = 0;
+      lua_pushnil(L);
+      dfr_setslot(L, owner, slot);
+    }
+  }
+}

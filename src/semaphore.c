@@ -1,0 +1,357 @@
+/*
+** semaphore.c: the deferred semaphore and the lock (a semaphore of one that
+** speaks of being locked).  Counts live in C; waiters are deferreds in a
+** ring, served strictly first in, first out.  Waking is a frame of the
+** engine: a release inside a woken task only gives the tokens back, and the
+** frame below wakes the next waiter when that task's chain is done, so a
+** million queued tasks drain on a flat stack, in order.
+** The token logic (fits, take, give) is kept in the few functions marked
+** "tokens" so that another store of tokens can serve the same API.
+** SPDX-License-Identifier: MIT
+*/
+#include <string.h>
+
+#include "deferred.h"
+#include "engine.h"
+#include "failure.h"
+#include "ring.h"
+#include "semaphore.h"
+
+#define SEM_MT "defer.Semaphore"
+#define LOCK_MT "defer.Lock"
+
+enum { S_BELOW = DFR_SLOT_BELOW, S_WAITERS, S_SLOTS = S_WAITERS };
+
+typedef struct Sem {
+  dfr_Frame fr;
+  unsigned char is_lock;
+  lua_Integer limit, active; /* tokens free = limit - active, never below 0 */
+  lua_Integer waiting;       /* live waiters (the ring may hold cancelled ones) */
+  lua_Integer started, finished, failed;
+  dfr_Ring waiters;
+} Sem;
+
+/* ------------------------------------------------------------- tokens */
+
+static lua_Integer free_tokens(const Sem *s) {
+  return s->limit > s->active ? s->limit - s->active : 0;
+}
+
+/* Drops cancelled waiters at the head; returns the head's weight, or 0. */
+static lua_Integer head_weight(lua_State *L, int sidx, Sem *s) {
+  while (s->waiters.count > 0) {
+    dfr_Deferred *w;
+    dfr_ring_peek(L, sidx, S_WAITERS, &s->waiters);
+    w = (dfr_Deferred *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (w->state == DFR_PENDING) return w->aux;
+    dfr_ring_pop(L, sidx, S_WAITERS, &s->waiters);
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+/* Whether the head waiter can be served now. */
+static int can_wake(lua_State *L, int sidx, Sem *s) {
+  lua_Integer n;
+  if (s->waiting == 0) return 0;
+  n = head_weight(L, sidx, s);
+  return n > 0 && n <= free_tokens(s);
+}
+
+/* Gives n tokens back; returns whether waiters can now be woken. */
+static int give(lua_State *L, int sidx, Sem *s, lua_Integer n) {
+  s->active -= n;
+  return !s->fr.onstack && can_wake(L, sidx, s);
+}
+
+/* ------------------------------------------------------------ checks */
+
+static Sem *check_sem(lua_State *L, const char *fname) {
+  Sem *s = (Sem *)dfr_testudata(L, 1, SEM_MT);
+  if (s == NULL) s = (Sem *)dfr_testudata(L, 1, LOCK_MT);
+  if (s == NULL) dfr_selferror(L, fname, "Semaphore");
+  return s;
+}
+
+/* The optional token count at idx: a positive integer not above the limit. */
+static lua_Integer check_n(lua_State *L, Sem *s, int idx, const char *fname) {
+  lua_Integer n;
+  if (lua_isnoneornil(L, idx)) return 1;
+  n = dfr_checkcount(L, idx, idx - 1, fname, "n");
+  if (n > s->limit) {
+    lua_pushfstring(L, "%d", (int)s->limit);
+    dfr_error(L, "bad argument #1 to '%s' (n is above the limit of %s)",
+              fname, lua_tostring(L, -1));
+  }
+  return n;
+}
+
+/* ----------------------------------------------------------- waking */
+
+/* The frame: wake the head waiter while it fits; each woken waiter's chain
+** runs above this frame before the next is woken. */
+static int sem_resume(lua_State *L, int top) {
+  Sem *s = (Sem *)lua_touserdata(L, top);
+  dfr_Deferred *w;
+  if (!can_wake(L, top, s)) return DFR_POP;
+  dfr_ring_pop(L, top, S_WAITERS, &s->waiters);
+  w = (dfr_Deferred *)lua_touserdata(L, -1);
+  s->waiting--;
+  s->active += w->aux;
+  if (w->flags & DFR_D_TASK) {
+    w->flags |= DFR_D_ACQUIRED;
+    s->started++;
+  }
+  lua_pushvalue(L, top);
+  dfr_deferred_fire(L, -2, 1);
+  dfr_engine_push(L, top, lua_gettop(L));
+  return DFR_NEXT;
+}
+
+static void sem_outcome(lua_State *L, int top, int ok, int ridx) {
+  (void)L, (void)top, (void)ok, (void)ridx; /* it never asks for a call */
+}
+
+/* A pending acquire is cancelled: it no longer waits (the ring skips it). */
+static int sem_cancel(lua_State *L, int sidx, int didx) {
+  Sem *s = (Sem *)lua_touserdata(L, sidx);
+  (void)L, (void)didx;
+  s->waiting--;
+  /* it still looks pending here: the frame decides once it has failed */
+  return s->waiting > 0;
+}
+
+/* The RELEASE entry of a task's deferred: the task ended. */
+static int release_entry(lua_State *L, int top, int a) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, top);
+  Sem *s = (Sem *)lua_touserdata(L, a);
+  if (!(d->flags & DFR_D_ACQUIRED)) return DFR_NEXT; /* never started */
+  d->flags &= (unsigned char)~DFR_D_ACQUIRED;
+  s->finished++;
+  if (d->state == DFR_FAILURE) s->failed++;
+  if (give(L, a, s, (lua_Integer)lua_tointeger(L, a + 1)))
+    dfr_engine_push(L, top, a);
+  return DFR_NEXT;
+}
+
+/* ---------------------------------------------------------- methods */
+
+/* Pushes a new waiter for n tokens and queues it. */
+static dfr_Deferred *enqueue(lua_State *L, Sem *s, lua_Integer n) {
+  dfr_Deferred *w = dfr_deferred_new_owned(L, 1);
+  w->aux = (int)n;
+  dfr_ring_push(L, 1, S_WAITERS, &s->waiters, -1);
+  s->waiting++;
+  return w;
+}
+
+static int sem_acquire(lua_State *L) {
+  Sem *s = check_sem(L, "acquire");
+  lua_Integer n = s->is_lock ? 1 : check_n(L, s, 2, "acquire");
+  lua_settop(L, 1);
+  if (s->waiting == 0 && n <= free_tokens(s)) {
+    s->active += n;
+    dfr_deferred_new(L);
+    lua_pushvalue(L, 1);
+    dfr_deferred_fire(L, -2, 1);
+    return 1;
+  }
+  enqueue(L, s, n);
+  return 1;
+}
+
+/* core.release(sem, n) */
+static int sem_release(lua_State *L) {
+  Sem *s = check_sem(L, "release");
+  lua_Integer n = s->is_lock ? 1 : check_n(L, s, 2, "release");
+  if (s->is_lock && s->active == 0)
+    return dfr_error(L, "calling '%s' on a Lock that is not locked%s",
+                     "release", "");
+  if (n > s->active) {
+    lua_pushfstring(L, "%d", (int)n);
+    lua_pushfstring(L, "%d", (int)s->active);
+    return dfr_error(L, "bad argument #1 to 'release' (releasing %s tokens "
+                        "but %s are taken)", lua_tostring(L, -2),
+                     lua_tostring(L, -1));
+  }
+  lua_settop(L, 1);
+  if (!give(L, 1, s, n)) return 0;
+  return dfr_engine_start(L, 1);
+}
+
+/* core.take(sem, f, fname): a token for a run now, if one is free and nobody
+** waits. */
+static int sem_take(lua_State *L) {
+  Sem *s = check_sem(L, "run");
+  dfr_checkfunction(L, 2, 1, "run");
+  if (s->waiting == 0 && s->active < s->limit) {
+    s->active++;
+    s->started++;
+    lua_pushboolean(L, 1);
+  } else {
+    lua_pushboolean(L, 0);
+  }
+  return 1;
+}
+
+/* core.ran(sem, ok, value): the function of a run that had its token ran;
+** returns the run's deferred, then what the driver must run next. */
+static int sem_ran(lua_State *L) {
+  Sem *s = (Sem *)lua_touserdata(L, 1);
+  int ok = lua_toboolean(L, 2);
+  dfr_Deferred *r;
+  lua_settop(L, 3);
+  if (ok && dfr_deferred_test(L, 3)) { /* the task goes on: release later */
+    r = dfr_deferred_new(L);
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, 1);
+    dfr_deferred_add(L, 4, DFR_E_RELEASE, 2);
+    r->flags |= DFR_D_TASK | DFR_D_ACQUIRED;
+    r->state = DFR_SUCCESS;
+    lua_pushvalue(L, 3);
+    dfr_deferred_set_result(L, 4, 1);
+    if (!dfr_deferred_runnable(r)) return 1;
+    return 1 + dfr_engine_start(L, 4);
+  }
+  s->finished++;
+  if (!ok || dfr_is_failure(L, 3)) s->failed++;
+  lua_pushvalue(L, 3);
+  dfr_deferred_push_fired(L, ok);
+  if (!give(L, 1, s, 1)) return 1;
+  return 1 + dfr_engine_start(L, 1);
+}
+
+/* core.queue_run(sem, f, ...): a run that must wait for its token. */
+static int sem_queue_run(lua_State *L) {
+  Sem *s = (Sem *)lua_touserdata(L, 1);
+  int n = lua_gettop(L), i;
+  dfr_Deferred *w;
+  luaL_checkstack(L, n + 4, "too many arguments");
+  w = enqueue(L, s, 1);
+  w->flags |= DFR_D_TASK;
+  lua_pushvalue(L, 2);
+  lua_pushboolean(L, 0);
+  for (i = 3; i <= n; i++) lua_pushvalue(L, i);
+  dfr_deferred_add(L, n + 1, DFR_E_EXEC, n);
+  lua_pushvalue(L, 1);
+  lua_pushinteger(L, 1);
+  dfr_deferred_add(L, n + 1, DFR_E_RELEASE, 2);
+  return 1;
+}
+
+/* core.set_limit(sem, n) */
+static int sem_set_limit(lua_State *L) {
+  Sem *s = check_sem(L, "set_limit");
+  lua_Integer n;
+  if (s->is_lock) return dfr_error(L, "a Lock's limit is always 1%s%s", "", "");
+  n = dfr_checkcount(L, 2, 1, "set_limit", "the limit");
+  s->limit = n;
+  lua_settop(L, 1);
+  if (s->fr.onstack || !can_wake(L, 1, s)) return 0;
+  return dfr_engine_start(L, 1);
+}
+
+static int sem_stats(lua_State *L) {
+  Sem *s = check_sem(L, "stats");
+  lua_createtable(L, 0, 7);
+#define FIELD(name, v)        \
+  lua_pushinteger(L, (v));    \
+  lua_setfield(L, -2, name)
+  FIELD("tokens", free_tokens(s));
+  FIELD("limit", s->limit);
+  FIELD("waiting", s->waiting);
+  FIELD("active", s->active);
+  FIELD("started", s->started);
+  FIELD("finished", s->finished);
+  FIELD("failed", s->failed);
+#undef FIELD
+  return 1;
+}
+
+static int sem_index(lua_State *L) {
+  Sem *s = (Sem *)lua_touserdata(L, 1);
+  const char *k;
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  if (!lua_isnil(L, -1) || lua_type(L, 2) != LUA_TSTRING) return 1;
+  k = lua_tostring(L, 2);
+  if (strcmp(k, "tokens") == 0) lua_pushinteger(L, free_tokens(s));
+  else if (strcmp(k, "limit") == 0) lua_pushinteger(L, s->limit);
+  else if (strcmp(k, "waiting") == 0) lua_pushinteger(L, s->waiting);
+  else if (strcmp(k, "active") == 0) lua_pushinteger(L, s->active);
+  else if (strcmp(k, "locked") == 0 && s->is_lock) lua_pushboolean(L, s->active > 0);
+  else lua_pushnil(L);
+  return 1;
+}
+
+static int sem_tostring(lua_State *L) {
+  Sem *s = (Sem *)lua_touserdata(L, 1);
+  if (s->is_lock)
+    lua_pushfstring(L, "<Lock at %p %s, %d waiting>", (void *)s,
+                    s->active ? "locked" : "unlocked", (int)s->waiting);
+  else
+    lua_pushfstring(L, "<Semaphore at %p %d/%d taken, %d waiting>", (void *)s,
+                    (int)s->active, (int)s->limit, (int)s->waiting);
+  return 1;
+}
+
+static Sem *new_sem(lua_State *L, const char *mt, lua_Integer limit) {
+  Sem *s = (Sem *)dfr_newud(L, sizeof *s, S_SLOTS);
+  memset(s, 0, sizeof *s);
+  s->fr.kind = DFR_FRAME_SEMAPHORE;
+  s->limit = limit;
+  dfr_getmt(L, mt);
+  lua_setmetatable(L, -2);
+  return s;
+}
+
+static int f_semaphore(lua_State *L) {
+  lua_Integer n = dfr_checkcount(L, 1, 1, "semaphore", "tokens");
+  new_sem(L, SEM_MT, n);
+  return 1;
+}
+
+static int f_lock(lua_State *L) {
+  new_sem(L, LOCK_MT, 1)->is_lock = 1;
+  return 1;
+}
+
+static void make_mt(lua_State *L, const char *name, const char *corename,
+                    const luaL_Reg *methods) {
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  dfr_setfuncs(L, methods, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, corename);
+  lua_pushcclosure(L, sem_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, sem_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, corename[0] == 'S' ? "SemaphoreMT" : "LockMT");
+  lua_pop(L, 1);
+}
+
+void dfr_semaphore_open(lua_State *L, int module, int core) {
+  static const dfr_FrameKind kind = {sem_resume, sem_outcome, sem_cancel};
+  static const luaL_Reg methods[] = {
+      {"acquire", sem_acquire}, {"stats", sem_stats}, {NULL, NULL}};
+  static const luaL_Reg lock_methods[] = {
+      {"acquire", sem_acquire}, {NULL, NULL}};
+  static const luaL_Reg corefns[] = {
+      {"sem_release", sem_release}, {"sem_take", sem_take},
+      {"sem_ran", sem_ran},         {"sem_queue_run", sem_queue_run},
+      {"sem_set_limit", sem_set_limit}, {NULL, NULL}};
+  dfr_engine_kind(DFR_FRAME_SEMAPHORE, &kind);
+  dfr_deferred_entry_kind(DFR_E_RELEASE, release_entry);
+  lua_pushvalue(L, core);
+  make_mt(L, SEM_MT, "Semaphore", methods);
+  make_mt(L, LOCK_MT, "Lock", lock_methods);
+  dfr_setfuncs(L, corefns, 0);
+  lua_pop(L, 1);
+  lua_pushcfunction(L, f_semaphore);
+  lua_setfield(L, module, "semaphore");
+  lua_pushcfunction(L, f_lock);
+  lua_setfield(L, module, "lock");
+}
