@@ -73,6 +73,35 @@ lua_Integer dfr_checkcount(lua_State *L, int idx, int arg, const char *fname,
   return n;
 }
 
+const char dfr_mt_deferred[] = "defer.Deferred";
+const char dfr_mt_deferred_gc[] = "defer.DeferredGC";
+const char dfr_mt_failure[] = "defer.Failure";
+const char dfr_mt_error[] = "defer.Error";
+const char dfr_mt_type[] = "defer.ErrorType";
+const char dfr_mt_loop[] = "defer.Loop";
+const char dfr_mt_handle[] = "defer.Handle";
+const char dfr_mt_sem[] = "defer.Semaphore";
+const char dfr_mt_lock[] = "defer.Lock";
+const char dfr_mt_queue[] = "defer.Queue";
+
+void dfr_newmetatable(lua_State *L, const char *name) {
+  luaL_newmetatable(L, name);
+  lua_pushstring(L, name + 6); /* after "defer." */
+  lua_setfield(L, -2, "__name");
+  lua_pushlightuserdata(L, (void *)name);
+  lua_pushvalue(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+void dfr_getmt(lua_State *L, const char *name) {
+  lua_pushlightuserdata(L, (void *)name);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  if (lua_isnil(L, -1)) { /* made by plain luaL_newmetatable */
+    lua_pop(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, name);
+  }
+}
+
 void *dfr_testudata(lua_State *L, int idx, const char *name) {
   void *p = lua_touserdata(L, idx);
   int ok;

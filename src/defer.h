@@ -19,11 +19,27 @@
 
 #define DFR_VERSION "0.1.0"
 
-/* Registry keys: metatables and per-state values. */
-#define DFR_DEFERRED_MT "defer.Deferred"
-#define DFR_FAILURE_MT "defer.Failure"
-#define DFR_ERROR_MT "defer.Error"
-#define DFR_TYPE_MT "defer.ErrorType"
+/*
+** Metatable names.  Each is one array in defer.c, so its address is a cheap
+** registry key too (dfr_getmt looks it up by address: no string hashing on
+** the hot paths).
+*/
+DFR_HIDDEN extern const char dfr_mt_deferred[], dfr_mt_deferred_gc[],
+    dfr_mt_failure[],
+    dfr_mt_error[], dfr_mt_type[], dfr_mt_loop[], dfr_mt_handle[],
+    dfr_mt_sem[], dfr_mt_lock[], dfr_mt_queue[];
+#define DFR_DEFERRED_MT dfr_mt_deferred
+#define DFR_DEFERRED_GC_MT dfr_mt_deferred_gc
+#define DFR_FAILURE_MT dfr_mt_failure
+#define DFR_ERROR_MT dfr_mt_error
+#define DFR_TYPE_MT dfr_mt_type
+#define DFR_LOOP_MT dfr_mt_loop
+#define DFR_HANDLE_MT dfr_mt_handle
+#define DFR_SEM_MT dfr_mt_sem
+#define DFR_LOCK_MT dfr_mt_lock
+#define DFR_QUEUE_MT dfr_mt_queue
+
+/* Registry keys for per-state values. */
 #define DFR_TYPES_KEY "defer.types" /* name -> built-in error type */
 #define DFR_UNHANDLED_KEY "defer.unhandled"
 
@@ -45,8 +61,11 @@ DFR_HIDDEN void dfr_checkfunction(lua_State *L, int idx, int arg,
 DFR_HIDDEN lua_Integer dfr_checkcount(lua_State *L, int idx, int arg,
                                       const char *fname, const char *what);
 
-/* Pushes the metatable registered under name (a registry lookup). */
-#define dfr_getmt(L, name) lua_getfield(L, LUA_REGISTRYINDEX, name)
+/* luaL_newmetatable, also registered under the name's address; leaves it
+** on the stack with __name set to the part after "defer.". */
+DFR_HIDDEN void dfr_newmetatable(lua_State *L, const char *name);
+/* Pushes the metatable registered under name. */
+DFR_HIDDEN void dfr_getmt(lua_State *L, const char *name);
 
 /* The userdata at idx if its metatable is the one registered as name. */
 DFR_HIDDEN void *dfr_testudata(lua_State *L, int idx, const char *name);

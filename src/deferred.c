@@ -25,6 +25,11 @@ dfr_Deferred *dfr_deferred_test(lua_State *L, int idx) {
   if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
   dfr_getmt(L, DFR_DEFERRED_MT);
   ok = lua_rawequal(L, -1, -2);
+  if (!ok) { /* or the one with __gc */
+    lua_pop(L, 1);
+    dfr_getmt(L, DFR_DEFERRED_GC_MT);
+    ok = lua_rawequal(L, -1, -2);
+  }
   lua_pop(L, 2);
   return ok ? (dfr_Deferred *)p : NULL;
 }
@@ -126,7 +131,7 @@ int dfr_deferred_fire(lua_State *L, int didx, int ok) {
   didx = dfr_absindex(L, didx);
   if (d->state != DFR_PENDING) {
     if (d->flags & DFR_D_SUPPRESS) {
-      d->flags &= (unsigned char)~DFR_D_SUPPRESS;
+      d->flags &= (unsigned short)~DFR_D_SUPPRESS;
       lua_pop(L, 1);
       return 0;
     }
@@ -143,7 +148,7 @@ int dfr_deferred_fire(lua_State *L, int didx, int ok) {
   store_result(L, didx, d, ok ? DFR_SUCCESS : DFR_FAILURE);
   lua_pushnil(L); /* the canceller is not needed any more (Twisted X6) */
   dfr_setslot(L, didx, DFR_SLOT_BELOW);
-  d->flags &= (unsigned char)~(DFR_D_CANCELLER | DFR_D_OWNED);
+  d->flags &= (unsigned short)~(DFR_D_CANCELLER | DFR_D_OWNED);
   return dfr_deferred_runnable(d);
 }
 
@@ -220,7 +225,7 @@ static void hand_over(lua_State *L, int top, dfr_Deferred *d, int tidx,
 
 static int run_continue(lua_State *L, int top, dfr_Deferred *d, int a) {
   dfr_Deferred *outer = (dfr_Deferred *)lua_touserdata(L, a);
-  outer->flags &= (unsigned char)~DFR_D_WAITING;
+  outer->flags &= (unsigned short)~DFR_D_WAITING;
   outer->paused--;
   hand_over(L, top, d, a, outer);
   return DFR_NEXT;
@@ -230,7 +235,7 @@ static int run_chain(lua_State *L, int top, dfr_Deferred *d, int a) {
   dfr_Deferred *other = (dfr_Deferred *)lua_touserdata(L, a);
   if (other->state != DFR_PENDING) {
     if (other->flags & DFR_D_SUPPRESS) {
-      other->flags &= (unsigned char)~DFR_D_SUPPRESS;
+      other->flags &= (unsigned short)~DFR_D_SUPPRESS;
       lua_pushnil(L);
       store_result(L, top, d, DFR_SUCCESS);
     } else {
@@ -242,17 +247,25 @@ static int run_chain(lua_State *L, int top, dfr_Deferred *d, int a) {
   }
   lua_pushnil(L);
   dfr_setslot(L, a, DFR_SLOT_BELOW); /* drop its canceller */
-  other->flags &= (unsigned char)~DFR_D_CANCELLER;
+  other->flags &= (unsigned short)~DFR_D_CANCELLER;
   hand_over(L, top, d, a, other);
   return DFR_NEXT;
 }
 
-/* Processing stopped: remember an unhandled Failure for the collector. */
-static void finish(dfr_Deferred *d) {
-  if (d->state == DFR_FAILURE && !is_waiting(d))
+/* Processing stopped: remember an unhandled Failure for the collector.
+** Only then does the deferred get the metatable with __gc: objects with a
+** finalizer cost the collector much more, and most deferreds never fail. */
+static void finish(lua_State *L, int didx, dfr_Deferred *d) {
+  if (d->state == DFR_FAILURE && !is_waiting(d)) {
     d->flags |= DFR_D_UNHANDLED;
-  else
+    if (!(d->flags & DFR_D_GCMT)) {
+      d->flags |= DFR_D_GCMT;
+      dfr_getmt(L, DFR_DEFERRED_GC_MT);
+      lua_setmetatable(L, didx);
+    }
+  } else {
     dfr_deferred_handled(d);
+  }
 }
 
 int dfr_deferred_resume(lua_State *L, int top) {
@@ -260,7 +273,7 @@ int dfr_deferred_resume(lua_State *L, int top) {
   for (;;) {
     int kind, n, a = top + 1;
     if (d->paused || is_waiting(d) || d->head == d->tail) {
-      finish(d);
+      finish(L, top, d);
       return DFR_POP;
     }
     kind = pop_entry(L, top, d, &n);
@@ -408,7 +421,7 @@ static int d_cancel(lua_State *L) {
   lua_pushnil(L);
   dfr_setslot(L, -3, DFR_SLOT_BELOW);
   if (d->flags & DFR_D_OWNED) {
-    d->flags = (unsigned char)((d->flags & ~DFR_D_OWNED) | DFR_D_HADCANCEL);
+    d->flags = (unsigned short)((d->flags & ~DFR_D_OWNED) | DFR_D_HADCANCEL);
     if (!dfr_engine_kindof(L, -1)->cancel(L, lua_gettop(L), lua_gettop(L) - 1)) {
       lua_pop(L, 1);
       return 1;
@@ -417,7 +430,7 @@ static int d_cancel(lua_State *L) {
     lua_insert(L, -2);
     return 3;
   }
-  d->flags = (unsigned char)((d->flags & ~DFR_D_CANCELLER) | DFR_D_HADCANCEL);
+  d->flags = (unsigned short)((d->flags & ~DFR_D_CANCELLER) | DFR_D_HADCANCEL);
   return 2;
 }
 
@@ -454,7 +467,8 @@ static int f_new(lua_State *L) {
 void dfr_deferred_push_fired(lua_State *L, int ok) {
   dfr_deferred_new(L);
   lua_insert(L, -2);
-  if (dfr_deferred_fire(L, -2, ok)) finish((dfr_Deferred *)lua_touserdata(L, -1));
+  if (dfr_deferred_fire(L, -2, ok))
+    finish(L, lua_gettop(L), (dfr_Deferred *)lua_touserdata(L, -1));
 }
 
 static int fired(lua_State *L, int ok) {
@@ -503,7 +517,7 @@ static int d_resolve(lua_State *L) {
   lua_settop(L, 2);
   lua_pushnil(L);
   dfr_setslot(L, 1, DFR_SLOT_BELOW);
-  d->flags &= (unsigned char)~(DFR_D_CANCELLER | DFR_D_OWNED);
+  d->flags &= (unsigned short)~(DFR_D_CANCELLER | DFR_D_OWNED);
   d->state = DFR_SUCCESS;
   dfr_deferred_set_result(L, 1, 1);
   if (!dfr_deferred_runnable(d)) return 0;
@@ -588,7 +602,7 @@ void dfr_deferred_open(lua_State *L, int module, int core) {
   static const luaL_Reg funcs[] = {
       {"new", f_new}, {"succeed", f_succeed}, {"fail", f_fail}, {NULL, NULL}};
 
-  luaL_newmetatable(L, DFR_DEFERRED_MT);
+  dfr_newmetatable(L, DFR_DEFERRED_MT);
   lua_newtable(L); /* methods; the driver adds the ones that run user code */
   dfr_setfuncs(L, methods, 0);
   lua_pushvalue(L, -1);
@@ -597,11 +611,19 @@ void dfr_deferred_open(lua_State *L, int module, int core) {
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, d_tostring);
   lua_setfield(L, -2, "__tostring");
-  lua_pushcfunction(L, d_gc);
-  lua_setfield(L, -2, "__gc");
+  /* the same with __gc, for deferreds that hold an unhandled failure */
+  dfr_newmetatable(L, DFR_DEFERRED_GC_MT);
+  lua_pushnil(L);
+  while (lua_next(L, -3)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
   lua_pushliteral(L, "Deferred");
   lua_setfield(L, -2, "__name");
-  lua_pop(L, 1);
+  lua_pushcfunction(L, d_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 2);
 
   lua_pushvalue(L, core);
   dfr_setfuncs(L, corefns, 0);

@@ -14,8 +14,8 @@ enum { DFR_PENDING, DFR_SUCCESS, DFR_FAILURE };
 typedef struct dfr_Deferred {
   dfr_Frame fr;
   unsigned char state;   /* DFR_PENDING, DFR_SUCCESS or DFR_FAILURE */
-  unsigned char flags;   /* DFR_D_* below */
   unsigned char calling; /* one of its user functions is running */
+  unsigned short flags;  /* DFR_D_* below */
   int paused;            /* user pauses, plus one while waiting */
   int head, tail;        /* its entries occupy [head, tail) of slot 3 */
   int aux;               /* free for the object that owns it (a waiter's weight) */
@@ -36,6 +36,7 @@ typedef struct dfr_Deferred {
                               kind's cancel hook acts as the canceller */
 #define DFR_D_ACQUIRED 64  /* semaphore: the tokens of this task are taken */
 #define DFR_D_TASK 128     /* semaphore: the deferred of a run() */
+#define DFR_D_GCMT 256     /* has the metatable with __gc (see finish) */
 
 /*
 ** Entry kinds.  An entry is [header, a, b, extra...] in the entries table,
@@ -86,7 +87,7 @@ DFR_HIDDEN int dfr_deferred_add(lua_State *L, int didx, int kind, int nvals);
 /* Whether a fired deferred is idle with entries or a result to process. */
 DFR_HIDDEN int dfr_deferred_runnable(dfr_Deferred *d);
 /* Marks d's failure as handled (it will not be reported at collection). */
-#define dfr_deferred_handled(d) ((d)->flags &= (unsigned char)~DFR_D_UNHANDLED)
+#define dfr_deferred_handled(d) ((d)->flags &= (unsigned short)~DFR_D_UNHANDLED)
 
 DFR_HIDDEN int dfr_deferred_resume(lua_State *L, int top);
 DFR_HIDDEN void dfr_deferred_outcome(lua_State *L, int top, int ok, int ridx);

@@ -105,6 +105,12 @@ static int engine_step(lua_State *L) {
   return dfr_engine_loop(L, 1);
 }
 
+/* core.start(frame): runs a frame that an internal call said must run. */
+static int engine_start_frame(lua_State *L) {
+  lua_settop(L, 1);
+  return dfr_engine_start(L, 1);
+}
+
 #if LUA_VERSION_NUM == 501
 /* PUC Lua 5.1's xpcall passes no arguments; there a yield cannot cross
 ** pcall anyway, so a protected call from C loses nothing.  The driver uses
@@ -131,6 +137,8 @@ void dfr_engine_open(lua_State *L, int core) {
   dfr_engine_kind(DFR_FRAME_DEFERRED, &deferred_kind);
   lua_pushcfunction(L, engine_step);
   lua_setfield(L, core, "step");
+  lua_pushcfunction(L, engine_start_frame);
+  lua_setfield(L, core, "start");
   lua_pushcfunction(L, dfr_failure_handler);
   lua_setfield(L, core, "handler");
 #if LUA_VERSION_NUM == 501

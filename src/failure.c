@@ -365,19 +365,19 @@ void dfr_failure_open(lua_State *L, int module) {
       {"on_unhandled", f_on_unhandled}, {NULL, NULL}};
   int i;
 
-  luaL_newmetatable(L, DFR_TYPE_MT);
+  dfr_newmetatable(L, DFR_TYPE_MT);
   lua_pushcfunction(L, type_call);
   lua_setfield(L, -2, "__call");
   lua_pushcfunction(L, type_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
 
-  luaL_newmetatable(L, DFR_ERROR_MT);
+  dfr_newmetatable(L, DFR_ERROR_MT);
   lua_pushcfunction(L, error_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
 
-  luaL_newmetatable(L, DFR_FAILURE_MT);
+  dfr_newmetatable(L, DFR_FAILURE_MT);
   lua_newtable(L);
   dfr_setfuncs(L, failure_methods, 0);
   lua_setfield(L, -2, "__index");

@@ -20,8 +20,6 @@
 #include "loop.h"
 #include "ring.h"
 
-#define LOOP_MT "defer.Loop"
-#define HANDLE_MT "defer.Handle"
 #define DEFAULT_LOOP_KEY "defer.default_loop"
 
 enum { CLOCK_MONO, CLOCK_MANUAL, CLOCK_FUNC };
@@ -59,7 +57,7 @@ static double mono_now(void) {
 }
 
 static Loop *check_loop(lua_State *L, const char *fname) {
-  Loop *lp = (Loop *)dfr_testudata(L, 1, LOOP_MT);
+  Loop *lp = (Loop *)dfr_testudata(L, 1, DFR_LOOP_MT);
   if (lp == NULL) dfr_selferror(L, fname, "Loop");
   return lp;
 }
@@ -140,7 +138,7 @@ static Handle *new_handle(lua_State *L, int lidx, int fidx) {
   memset(h, 0, sizeof *h);
   h->heap = -1;
   h->nargs = n;
-  luaL_getmetatable(L, HANDLE_MT);
+  dfr_getmt(L, DFR_HANDLE_MT);
   lua_setmetatable(L, -2);
   for (i = 0; i <= n; i++) {
     lua_pushvalue(L, fidx + i);
@@ -216,7 +214,7 @@ static int loop_call_later(lua_State *L) {
 }
 
 static int handle_cancel(lua_State *L) {
-  Handle *h = (Handle *)dfr_testudata(L, 1, HANDLE_MT);
+  Handle *h = (Handle *)dfr_testudata(L, 1, DFR_HANDLE_MT);
   Loop *lp;
   if (h == NULL) return dfr_selferror(L, "cancel", "Handle");
   if (!h->active) return 0;
@@ -488,7 +486,7 @@ static int f_new_loop(lua_State *L) {
   memset(lp, 0, sizeof *lp);
   lp->fr.kind = DFR_FRAME_LOOP;
   lp->clock = (unsigned char)clock;
-  luaL_getmetatable(L, LOOP_MT);
+  dfr_getmt(L, DFR_LOOP_MT);
   lua_setmetatable(L, -2);
   lua_newtable(L);
   dfr_setslot(L, -2, L_TIMERS);
@@ -515,14 +513,14 @@ void dfr_loop_open(lua_State *L, int module, int core) {
       {NULL, NULL}};
   dfr_engine_kind(DFR_FRAME_LOOP, &pass_kind);
 
-  luaL_newmetatable(L, HANDLE_MT);
+  dfr_newmetatable(L, DFR_HANDLE_MT);
   lua_pushcfunction(L, handle_index);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, handle_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
 
-  luaL_newmetatable(L, LOOP_MT);
+  dfr_newmetatable(L, DFR_LOOP_MT);
   lua_newtable(L);
   dfr_setfuncs(L, methods, 0);
   lua_pushvalue(L, -1);

@@ -13,7 +13,6 @@
 #include "queue.h"
 #include "ring.h"
 
-#define QUEUE_MT "defer.Queue"
 
 enum { Q_BELOW = DFR_SLOT_BELOW, Q_VALUES, Q_GETTERS, Q_SLOTS = Q_GETTERS };
 
@@ -25,7 +24,7 @@ typedef struct Queue {
 } Queue;
 
 static Queue *check_queue(lua_State *L, const char *fname) {
-  Queue *q = (Queue *)dfr_testudata(L, 1, QUEUE_MT);
+  Queue *q = (Queue *)dfr_testudata(L, 1, DFR_QUEUE_MT);
   if (q == NULL) dfr_selferror(L, fname, "Queue");
   return q;
 }
@@ -157,7 +156,7 @@ static int f_queue(lua_State *L) {
   q->fr.kind = DFR_FRAME_QUEUE;
   q->size = size;
   q->backlog = backlog;
-  dfr_getmt(L, QUEUE_MT);
+  dfr_getmt(L, DFR_QUEUE_MT);
   lua_setmetatable(L, -2);
   return 1;
 }
@@ -166,7 +165,7 @@ void dfr_queue_open(lua_State *L, int module, int core) {
   static const dfr_FrameKind kind = {queue_resume, queue_outcome, queue_cancel};
   static const luaL_Reg methods[] = {{"get", queue_get}, {NULL, NULL}};
   dfr_engine_kind(DFR_FRAME_QUEUE, &kind);
-  luaL_newmetatable(L, QUEUE_MT);
+  dfr_newmetatable(L, DFR_QUEUE_MT);
   lua_newtable(L);
   dfr_setfuncs(L, methods, 0);
   lua_pushvalue(L, -1);

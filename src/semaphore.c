@@ -17,8 +17,6 @@
 #include "ring.h"
 #include "semaphore.h"
 
-#define SEM_MT "defer.Semaphore"
-#define LOCK_MT "defer.Lock"
 
 enum { S_BELOW = DFR_SLOT_BELOW, S_WAITERS, S_SLOTS = S_WAITERS };
 
@@ -68,8 +66,8 @@ static int give(lua_State *L, int sidx, Sem *s, lua_Integer n) {
 /* ------------------------------------------------------------ checks */
 
 static Sem *check_sem(lua_State *L, const char *fname) {
-  Sem *s = (Sem *)dfr_testudata(L, 1, SEM_MT);
-  if (s == NULL) s = (Sem *)dfr_testudata(L, 1, LOCK_MT);
+  Sem *s = (Sem *)dfr_testudata(L, 1, DFR_SEM_MT);
+  if (s == NULL) s = (Sem *)dfr_testudata(L, 1, DFR_LOCK_MT);
   if (s == NULL) dfr_selferror(L, fname, "Semaphore");
   return s;
 }
@@ -127,7 +125,7 @@ static int release_entry(lua_State *L, int top, int a) {
   dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, top);
   Sem *s = (Sem *)lua_touserdata(L, a);
   if (!(d->flags & DFR_D_ACQUIRED)) return DFR_NEXT; /* never started */
-  d->flags &= (unsigned char)~DFR_D_ACQUIRED;
+  d->flags &= (unsigned short)~DFR_D_ACQUIRED;
   s->finished++;
   if (d->state == DFR_FAILURE) s->failed++;
   if (give(L, a, s, (lua_Integer)lua_tointeger(L, a + 1)))
@@ -180,10 +178,17 @@ static int sem_release(lua_State *L) {
   return dfr_engine_start(L, 1);
 }
 
-/* core.take(sem, f, fname): a token for a run now, if one is free and nobody
-** waits. */
+/* core.take(sem, f): a token for a run now, if one is free and nobody waits.
+** The hot path: its upvalues are the two metatables, to check self cheaply. */
 static int sem_take(lua_State *L) {
-  Sem *s = check_sem(L, "run");
+  Sem *s = (Sem *)lua_touserdata(L, 1);
+  int ok = 0;
+  if (s != NULL && lua_getmetatable(L, 1)) {
+    ok = lua_rawequal(L, -1, lua_upvalueindex(1)) ||
+         lua_rawequal(L, -1, lua_upvalueindex(2));
+    lua_pop(L, 1);
+  }
+  if (!ok) dfr_selferror(L, "run", "Semaphore");
   dfr_checkfunction(L, 2, 1, "run");
   if (s->waiting == 0 && s->active < s->limit) {
     s->active++;
@@ -196,7 +201,9 @@ static int sem_take(lua_State *L) {
 }
 
 /* core.ran(sem, ok, value): the function of a run that had its token ran;
-** returns the run's deferred, then what the driver must run next. */
+** returns the run's deferred, and a frame when one must run now (the
+** semaphore to wake waiters, or the deferred): the driver then calls
+** core.start on it.  Internal: sem is trusted. */
 static int sem_ran(lua_State *L) {
   Sem *s = (Sem *)lua_touserdata(L, 1);
   int ok = lua_toboolean(L, 2);
@@ -212,14 +219,17 @@ static int sem_ran(lua_State *L) {
     lua_pushvalue(L, 3);
     dfr_deferred_set_result(L, 4, 1);
     if (!dfr_deferred_runnable(r)) return 1;
-    return 1 + dfr_engine_start(L, 4);
+    lua_settop(L, 4);
+    lua_pushvalue(L, 4);
+    return 2;
   }
   s->finished++;
   if (!ok || dfr_is_failure(L, 3)) s->failed++;
   lua_pushvalue(L, 3);
   dfr_deferred_push_fired(L, ok);
   if (!give(L, 1, s, 1)) return 1;
-  return 1 + dfr_engine_start(L, 1);
+  lua_pushvalue(L, 1);
+  return 2;
 }
 
 /* core.queue_run(sem, f, ...): a run that must wait for its token. */
@@ -308,18 +318,18 @@ static Sem *new_sem(lua_State *L, const char *mt, lua_Integer limit) {
 
 static int f_semaphore(lua_State *L) {
   lua_Integer n = dfr_checkcount(L, 1, 1, "semaphore", "tokens");
-  new_sem(L, SEM_MT, n);
+  new_sem(L, DFR_SEM_MT, n);
   return 1;
 }
 
 static int f_lock(lua_State *L) {
-  new_sem(L, LOCK_MT, 1)->is_lock = 1;
+  new_sem(L, DFR_LOCK_MT, 1)->is_lock = 1;
   return 1;
 }
 
 static void make_mt(lua_State *L, const char *name, const char *corename,
                     const luaL_Reg *methods) {
-  luaL_newmetatable(L, name);
+  dfr_newmetatable(L, name);
   lua_newtable(L);
   dfr_setfuncs(L, methods, 0);
   lua_pushvalue(L, -1);
@@ -340,15 +350,19 @@ void dfr_semaphore_open(lua_State *L, int module, int core) {
   static const luaL_Reg lock_methods[] = {
       {"acquire", sem_acquire}, {NULL, NULL}};
   static const luaL_Reg corefns[] = {
-      {"sem_release", sem_release}, {"sem_take", sem_take},
+      {"sem_release", sem_release},
       {"sem_ran", sem_ran},         {"sem_queue_run", sem_queue_run},
       {"sem_set_limit", sem_set_limit}, {NULL, NULL}};
   dfr_engine_kind(DFR_FRAME_SEMAPHORE, &kind);
   dfr_deferred_entry_kind(DFR_E_RELEASE, release_entry);
   lua_pushvalue(L, core);
-  make_mt(L, SEM_MT, "Semaphore", methods);
-  make_mt(L, LOCK_MT, "Lock", lock_methods);
+  make_mt(L, DFR_SEM_MT, "Semaphore", methods);
+  make_mt(L, DFR_LOCK_MT, "Lock", lock_methods);
   dfr_setfuncs(L, corefns, 0);
+  dfr_getmt(L, DFR_SEM_MT);
+  dfr_getmt(L, DFR_LOCK_MT);
+  lua_pushcclosure(L, sem_take, 2);
+  lua_setfield(L, -2, "sem_take");
   lua_pop(L, 1);
   lua_pushcfunction(L, f_semaphore);
   lua_setfield(L, module, "semaphore");

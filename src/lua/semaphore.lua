@@ -8,16 +8,30 @@ local take, ran, queue_run = core.sem_take, core.sem_ran, core.sem_queue_run
 local release, set_limit, put = core.sem_release, core.sem_set_limit, core.queue_put
 local type, error, tostring = type, error, tostring
 
--- ran() returns the run's deferred, then what the driver must run next.
-local function settle(d, top, ...)
-  if top ~= nil then drive(top, ...) end
-  return d
-end
+local start = core.start
 
--- run(f, ...): with a free token and nobody waiting, f runs now, here.
-local function run(sem, f, ...)
-  if take(sem, f) then return settle(ran(sem, call(f, ...))) end
-  return queue_run(sem, f, ...)
+-- run(f, ...): with a free token and nobody waiting, f runs now, here;
+-- ran() gives the run's deferred, and a frame when one must run now.
+local run
+if core.pcall_tb and not jit then -- PUC 5.1
+  run = function(sem, f, ...)
+    if take(sem, f) then
+      local d, frame = ran(sem, call(f, ...))
+      if frame then drive(start(frame)) end
+      return d
+    end
+    return queue_run(sem, f, ...)
+  end
+else
+  local xpcall, handler = xpcall, core.handler
+  run = function(sem, f, ...)
+    if take(sem, f) then
+      local d, frame = ran(sem, xpcall(f, handler, ...))
+      if frame then drive(start(frame)) end
+      return d
+    end
+    return queue_run(sem, f, ...)
+  end
 end
 
 S.run, Lk.run = run, run
