@@ -93,9 +93,15 @@ static inline void dfr_traceback(lua_State *L, const char *msg, int level) {
   else lua_pushnil(L);
   lua_remove(L, -2);
   if (lua_isfunction(L, -1)) {
+    const char *s;
     lua_pushstring(L, msg ? msg : "");
     lua_pushinteger(L, level + 1);
     lua_call(L, 2, 1);
+    s = lua_tostring(L, -1);
+    if (msg == NULL && s != NULL && s[0] == '\n') { /* 5.1 adds "\n" after "" */
+      lua_pushstring(L, s + 1);
+      lua_remove(L, -2);
+    }
   } else {
     lua_pop(L, 1);
     lua_pushstring(L, msg ? msg : "");
