@@ -168,16 +168,22 @@ static void push_call(lua_State *L, int hidx, Handle *h) {
   retire(L, hidx, h);
 }
 
+/* A delay: a finite number >= 0, else an error naming fname and arg #1. */
 static void check_delay(lua_State *L, int idx, const char *fname) {
   double s;
-  if (lua_type(L, idx) != LUA_TNUMBER)
-    dfr_argerror(L, idx - 1, fname, "number", idx);
+  if (lua_type(L, idx) != LUA_TNUMBER) dfr_argerror(L, 1, fname, "number", idx);
   s = lua_tonumber(L, idx);
   if (!(s >= 0) || s == HUGE_VAL) {
-    lua_pushfstring(L, "%f", s);
+    lua_pushvalue(L, idx);
     dfr_error(L, "bad argument #1 to '%s' (the delay must be a finite number "
                  ">= 0, got %s)", fname, lua_tostring(L, -1));
   }
+}
+
+/* core.check_delay(seconds, fname) */
+static int loop_check_delay(lua_State *L) {
+  check_delay(L, 1, lua_tostring(L, 2));
+  return 0;
 }
 
 /* loop:call_soon(f, ...) */
@@ -510,6 +516,7 @@ void dfr_loop_open(lua_State *L, int module, int core) {
       {"ran", loop_ran},               {"now", loop_now},
       {"next_timeout", loop_next_timeout}, {"wait", loop_wait},
       {"advance", loop_advance},       {"stopped", loop_stopped},
+      {"check_delay", loop_check_delay},
       {NULL, NULL}};
   dfr_engine_kind(DFR_FRAME_LOOP, &pass_kind);
 

@@ -35,10 +35,11 @@ function finish(st, co, ok, ...)
     return st.result:errback(v)
   end
   spawned[co] = nil
+  st.awaiting = nil
   local d = st.result
   if ok then return d:callback((...)) end
   local err = ...
-  if not is_failure(err) then err = failure(err, traceback(co, nil)) end
+  if not is_failure(err) then err = failure(err, traceback(co)) end
   return d:errback(err)
 end
 
@@ -80,14 +81,13 @@ function M.await(d)
   if ok == nil then
     st.awaiting = d
     d:add_both(function(r)
-      if st.awaiting == d then
-        st.awaiting = nil
-        step(st, r)
-      end
+      -- a stale await (its yield failed: PUC 5.1 inside pcall) leaves r be
+      if st.awaiting ~= d or status(co) ~= "suspended" then return r end
+      st.awaiting = nil
+      step(st, r)
       return nil -- the coroutine consumed the result
     end)
-    v = yield(AWAIT)
-    -- resumed by the callback with the result
+    v = yield(AWAIT) -- resumed by the callback above with the result
     ok = not is_failure(v)
   end
   if not ok then error(v, 0) end

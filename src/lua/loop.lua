@@ -8,6 +8,7 @@ local drive, checkfunction = core.drive, core.checkfunction
 local now_c, pass, ran = core.now, core.pass, core.ran
 local call_later, next_timeout_c = core.call_later, core.next_timeout
 local wait, advance, stopped = core.wait, core.advance, core.stopped
+local check_delay = core.check_delay
 local new, is_failure = M.new, M.is_failure
 local type, error = type, error
 
@@ -60,6 +61,7 @@ end
 -- A deferred fired after `seconds`; cancelling it removes the timer.
 local fire_later = D.callback
 function Loop.sleep(loop, seconds)
+  check_delay(seconds, "sleep")
   local h
   local d = new(function() h:cancel() end)
   h = call_later(loop, now(loop), seconds, fire_later, d)
@@ -74,10 +76,7 @@ local is_a = M.is_a
 function D.add_timeout(d, seconds, loop)
   core.check(d, "add_timeout")
   if loop == nil then loop = M.loop end
-  if type(seconds) ~= "number" then
-    error(("bad argument #1 to 'add_timeout' (number expected, got %s)")
-      :format(seconds == nil and "no value" or type(seconds)), 2)
-  end
+  check_delay(seconds, "add_timeout")
   if getmetatable(loop) ~= getmetatable(M.loop) then
     error(("bad argument #2 to 'add_timeout' (Loop expected, got %s)"):format(type(loop)), 2)
   end
