@@ -158,6 +158,14 @@ int dfr_deferred_add(lua_State *L, int didx, int kind, int nvals) {
   dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, didx);
   int first = lua_gettop(L) - nvals + 1, i, t;
   didx = dfr_absindex(L, didx);
+  if (nvals <= 2 && !dfr_deferred_has_entries(d)) { /* inline, no table */
+    if (nvals < 2) lua_pushboolean(L, 0);
+    dfr_setslot(L, didx, DFR_D_INL_B);
+    dfr_setslot(L, didx, DFR_D_INL_A);
+    d->inl = kind;
+    lua_settop(L, first - 1);
+    return dfr_deferred_runnable(d);
+  }
   dfr_getslot(L, didx, DFR_D_ENTRIES);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
@@ -187,6 +195,18 @@ int dfr_deferred_add(lua_State *L, int didx, int kind, int nvals) {
 ** stores the count of values pushed in *n. */
 static int pop_entry(lua_State *L, int didx, dfr_Deferred *d, int *n) {
   int t, header, i, len;
+  if (d->inl) {
+    int kind = d->inl;
+    dfr_getslot(L, didx, DFR_D_INL_A);
+    dfr_getslot(L, didx, DFR_D_INL_B);
+    lua_pushnil(L);
+    dfr_setslot(L, didx, DFR_D_INL_A);
+    lua_pushnil(L);
+    dfr_setslot(L, didx, DFR_D_INL_B);
+    d->inl = 0;
+    *n = 2;
+    return kind;
+  }
   dfr_getslot(L, didx, DFR_D_ENTRIES);
   t = lua_gettop(L);
   lua_rawgeti(L, t, d->head);
@@ -200,8 +220,12 @@ static int pop_entry(lua_State *L, int didx, dfr_Deferred *d, int *n) {
     lua_rawseti(L, t, d->head + i);
   }
   d->head += 1 + len;
-  if (d->head == d->tail) d->head = d->tail = 1;
   lua_remove(L, t);
+  if (d->head == d->tail) { /* drained: the table goes with it */
+    d->head = d->tail = 1;
+    lua_pushnil(L);
+    dfr_setslot(L, didx, DFR_D_ENTRIES);
+  }
   *n = len;
   return header % 16;
 }
@@ -219,7 +243,7 @@ static void hand_over(lua_State *L, int top, dfr_Deferred *d, int tidx,
   store_result(L, top, d, DFR_SUCCESS);
   dfr_deferred_handled(d);
   if (t->fr.onstack) return; /* its own stack will go on with it */
-  if (d->head == d->tail) dfr_engine_replace(L, top, tidx);
+  if (!dfr_deferred_has_entries(d)) dfr_engine_replace(L, top, tidx);
   else dfr_engine_push(L, top, tidx);
 }
 
@@ -272,7 +296,7 @@ int dfr_deferred_resume(lua_State *L, int top) {
   dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, top);
   for (;;) {
     int kind, n, a = top + 1;
-    if (d->paused || is_waiting(d) || d->head == d->tail) {
+    if (d->paused || is_waiting(d) || !dfr_deferred_has_entries(d)) {
       finish(L, top, d);
       return DFR_POP;
     }
@@ -341,9 +365,20 @@ static const char *const add_names[] = {"add_callback", "add_errback",
 static int d_add(lua_State *L) {
   int mode = (int)lua_tointeger(L, 2), n = lua_gettop(L), i;
   const char *fname = add_names[mode - 1];
-  dfr_deferred_check(L, 1, fname);
+  dfr_Deferred *d = dfr_deferred_check(L, 1, fname);
   dfr_checkfunction(L, 3, 1, fname);
-  luaL_checkstack(L, n, "too many arguments");
+  luaL_checkstack(L, n + 3, "too many arguments");
+  if (dfr_deferred_runnable(d) && !dfr_deferred_has_entries(d)) {
+    /* fired and idle: the call goes straight to the driver, no entry */
+    if (!(mode & (d->state == DFR_FAILURE ? 2 : 1))) return 0; /* passes */
+    d->fr.onstack = 1;
+    d->calling = 1;
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 3);
+    dfr_getslot(L, 1, DFR_D_RESULT);
+    for (i = 4; i <= n; i++) lua_pushvalue(L, i);
+    return n;
+  }
   if (mode & 1) lua_pushvalue(L, 3);
   else lua_pushboolean(L, 0);
   if (mode & 2) lua_pushvalue(L, 3);
@@ -500,7 +535,7 @@ static int d_maybe_result(lua_State *L) {
 ** nil there (await consumes it); nothing when it has none to give now. */
 static int d_take(lua_State *L) {
   dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, 1);
-  if (!dfr_deferred_runnable(d) || d->head != d->tail) return 0;
+  if (!dfr_deferred_runnable(d) || dfr_deferred_has_entries(d)) return 0;
   lua_pushboolean(L, d->state == DFR_SUCCESS);
   dfr_getslot(L, 1, DFR_D_RESULT);
   lua_pushnil(L);

@@ -19,13 +19,19 @@ typedef struct dfr_Deferred {
   int paused;            /* user pauses, plus one while waiting */
   int head, tail;        /* its entries occupy [head, tail) of slot 3 */
   int aux;               /* free for the object that owns it (a waiter's weight) */
+  int inl;               /* kind of the entry held in slots 4 and 5, or 0 */
 } dfr_Deferred;
 
 /* User value slots: 1 the canceller while pending, the frame below while
-** on a stack; 2 the result; 3 the table of queued entries. */
-#define DFR_D_SLOTS 3
+** on a stack; 2 the result; 3 the table of queued entries; 4 and 5 the a
+** and b of the first entry when it has no extras (most deferreds have one
+** entry at most, which then costs no table). */
+#define DFR_D_SLOTS 5
 #define DFR_D_RESULT 2
 #define DFR_D_ENTRIES 3
+#define DFR_D_INL_A 4
+#define DFR_D_INL_B 5
+#define dfr_deferred_has_entries(d) ((d)->inl || (d)->head != (d)->tail)
 
 #define DFR_D_WAITING 1    /* the result is a Deferred it waits on */
 #define DFR_D_SUPPRESS 2   /* cancelled without canceller: one late fire is swallowed */

@@ -385,17 +385,27 @@ void dfr_failure_open(lua_State *L, int module) {
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
 
-  lua_newtable(L);
-  for (i = 0; builtin_types[i][0]; i++) {
-    const char *parent = builtin_types[i][1];
-    if (parent) lua_getfield(L, -1, parent);
-    new_type(L, builtin_types[i][0], parent ? lua_gettop(L) : 0);
-    if (parent) lua_remove(L, -2);
+  /* the built-in types are made once per Lua state: a module loaded again
+  ** must still recognise the errors of the first */
+  lua_getfield(L, LUA_REGISTRYINDEX, DFR_TYPES_KEY);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    for (i = 0; builtin_types[i][0]; i++) {
+      const char *parent = builtin_types[i][1];
+      if (parent) lua_getfield(L, -1, parent);
+      new_type(L, builtin_types[i][0], parent ? lua_gettop(L) : 0);
+      if (parent) lua_remove(L, -2);
+      lua_setfield(L, -2, builtin_types[i][0]);
+    }
     lua_pushvalue(L, -1);
-    lua_setfield(L, module, builtin_types[i][0]);
-    lua_setfield(L, -2, builtin_types[i][0]);
+    lua_setfield(L, LUA_REGISTRYINDEX, DFR_TYPES_KEY);
   }
-  lua_setfield(L, LUA_REGISTRYINDEX, DFR_TYPES_KEY);
+  for (i = 0; builtin_types[i][0]; i++) {
+    lua_getfield(L, -1, builtin_types[i][0]);
+    lua_setfield(L, module, builtin_types[i][0]);
+  }
+  lua_pop(L, 1);
 
   lua_pushvalue(L, module);
   dfr_setfuncs(L, funcs, 0);
