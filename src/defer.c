@@ -6,6 +6,7 @@
 ** SPDX-License-Identifier: MIT
 */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -88,13 +89,13 @@ void dfr_newmetatable(lua_State *L, const char *name) {
   luaL_newmetatable(L, name);
   lua_pushstring(L, name + 6); /* after "defer." */
   lua_setfield(L, -2, "__name");
-  lua_pushlightuserdata(L, (void *)name);
+  lua_pushlightuserdata(L, (void *)(uintptr_t)name); /* a key, never written */
   lua_pushvalue(L, -2);
   lua_rawset(L, LUA_REGISTRYINDEX);
 }
 
 void dfr_getmt(lua_State *L, const char *name) {
-  lua_pushlightuserdata(L, (void *)name);
+  lua_pushlightuserdata(L, (void *)(uintptr_t)name); /* a key, never written */
   lua_rawget(L, LUA_REGISTRYINDEX);
   if (lua_isnil(L, -1)) { /* made by plain luaL_newmetatable */
     lua_pop(L, 1);

@@ -1,0 +1,81 @@
+# defer: build, test and check.  `make` builds build/lua5.4/defer.so;
+# `make LUA=lua5.1` (lua5.2, lua5.3, luajit) builds for that interpreter.
+
+LUA ?= lua5.4
+LUAS := lua5.1 lua5.2 lua5.3 lua5.4 luajit
+PKG_lua5.1 := lua5.1
+PKG_lua5.2 := lua5.2
+PKG_lua5.3 := lua5.3
+PKG_lua5.4 := lua5.4
+PKG_luajit := luajit
+
+BUILD := build/$(LUA)
+SRCS := $(wildcard src/*.c)
+OBJS := $(patsubst src/%.c,$(BUILD)/%.o,$(SRCS))
+# the Lua parts compiled into the module: the driver first
+PARTS := src/lua/driver.lua $(filter-out src/lua/driver.lua,$(sort $(wildcard src/lua/*.lua)))
+# any interpreter regenerates the embedded parts (the header is committed)
+GEN_LUA := $(firstword $(foreach l,lua5.4 lua5.3 lua5.2 lua5.1 luajit,$(shell command -v $(l) 2>/dev/null)))
+
+WARN := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
+        -Wpointer-arith -Wcast-qual -Wundef
+CFLAGS ?= -O2 -g
+LUA_CFLAGS = $(shell pkg-config --cflags $(PKG_$(LUA)))
+ALL_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden \
+             $(WARN) $(CFLAGS) $(LUA_CFLAGS)
+
+.PHONY: all test specs asan valgrind rock clean bench demo
+.PHONY: test-nginx test-love
+
+all: $(BUILD)/defer.so
+
+$(BUILD)/defer.so: $(OBJS)
+	$(CC) -shared $(LDFLAGS) -o $@ $(OBJS)
+
+$(BUILD)/%.o: src/%.c src/driver_lua.h | $(BUILD)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD):
+	mkdir -p $@
+
+src/driver_lua.h: tools/embed.lua $(PARTS)
+	@if [ -n "$(GEN_LUA)" ]; then $(GEN_LUA) tools/embed.lua $@ $(PARTS); \
+	else echo "no Lua interpreter: keeping the committed $@"; touch $@; fi
+
+-include $(OBJS:.o=.d)
+
+# Every spec under every interpreter; the last line is "N passed, N failed".
+test:
+	tools/install-deps test
+	@for l in $(LUAS); do $(MAKE) --no-print-directory LUA=$$l all >/dev/null || exit 1; done
+	tools/run-specs $(LUAS)
+
+# The suite under lua5.4 with the module built with AddressSanitizer and
+# UndefinedBehaviorSanitizer (the interpreter is not instrumented, so the
+# runtime is preloaded).
+ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all \
+              -fno-omit-frame-pointer -shared-libsan
+asan:
+	tools/install-deps test asan
+	$(MAKE) --no-print-directory LUA=lua5.4 BUILD=build/asan CC=clang \
+	  CFLAGS="-O1 -g $(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" all
+	DEFER_SPEC_SLOW=1 DEFER_BUILD=build/asan \
+	  LD_PRELOAD="$$(clang -print-file-name=libclang_rt.asan-x86_64.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  tools/run-specs lua5.4
+
+# The suite under valgrind's memcheck: no error, no definite leak.
+valgrind:
+	tools/install-deps test valgrind
+	$(MAKE) --no-print-directory LUA=lua5.4 all
+	DEFER_SPEC_SLOW=1 DEFER_VALGRIND=1 tools/run-specs lua5.4
+
+# Installs the rock into a temporary tree and requires it from there.
+rock:
+	tools/install-deps test
+	tools/check-rockspec
+	tools/test-rock
+
+clean:
+	rm -rf build
