@@ -79,3 +79,8 @@ rock:
 
 clean:
 	rm -rf build
+
+# Benchmarks against Twisted, a naive pure-Lua semaphore and the bare loop
+# (QUICK=1 for a short run).
+bench:
+	bench/run
