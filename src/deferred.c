@@ -43,13 +43,23 @@ dfr_Deferred *dfr_deferred_check(lua_State *L, int idx, const char *fname) {
   return d;
 }
 
-dfr_Deferred *dfr_deferred_new(lua_State *L) {
-  dfr_Deferred *d = (dfr_Deferred *)dfr_newud(L, sizeof *d, DFR_D_SLOTS);
+dfr_Deferred *dfr_deferred_new_mt(lua_State *L, int mtidx) {
+  dfr_Deferred *d;
+  mtidx = dfr_absindex(L, mtidx);
+  d = (dfr_Deferred *)dfr_newud(L, sizeof *d, DFR_D_SLOTS);
   memset(d, 0, sizeof *d);
   d->fr.kind = DFR_FRAME_DEFERRED;
   d->head = d->tail = 1;
-  dfr_getmt(L, DFR_DEFERRED_MT);
+  lua_pushvalue(L, mtidx);
   lua_setmetatable(L, -2);
+  return d;
+}
+
+dfr_Deferred *dfr_deferred_new(lua_State *L) {
+  dfr_Deferred *d;
+  dfr_getmt(L, DFR_DEFERRED_MT);
+  d = dfr_deferred_new_mt(L, -1);
+  lua_remove(L, -2);
   return d;
 }
 
@@ -146,25 +156,85 @@ int dfr_deferred_fire(lua_State *L, int didx, int ok) {
     lua_settop(L, v);
   }
   store_result(L, didx, d, ok ? DFR_SUCCESS : DFR_FAILURE);
-  lua_pushnil(L); /* the canceller is not needed any more (Twisted X6) */
-  dfr_setslot(L, didx, DFR_SLOT_BELOW);
-  d->flags &= (unsigned short)~(DFR_D_CANCELLER | DFR_D_OWNED);
+  if (d->flags & (DFR_D_CANCELLER | DFR_D_OWNED)) {
+    lua_pushnil(L); /* the canceller is not needed any more (Twisted X6) */
+    dfr_setslot(L, didx, DFR_SLOT_BELOW);
+    d->flags &= (unsigned short)~(DFR_D_CANCELLER | DFR_D_OWNED);
+  }
   return dfr_deferred_runnable(d);
 }
 
 /* ------------------------------------------------------------- entries */
 
+/* How an inline entry keeps its b: false, a whole number in inl_b, or the
+** entry is (false, value) and the slot holds b. */
+enum { INL_BFALSE, INL_BINT, INL_SWAP };
+
+/* Whether the entry (a, b) at first, first+1 can be kept inline; sets the
+** mode and stores its Lua value in slot 3. */
+static int put_inline(lua_State *L, int didx, dfr_Deferred *d, int kind,
+                      int first, int nvals) {
+  int bt = nvals < 2 ? LUA_TNIL : lua_type(L, first + 1);
+  int afalse = lua_type(L, first) == LUA_TBOOLEAN && !lua_toboolean(L, first);
+  lua_Integer n = 0;
+  if (bt == LUA_TNIL || (bt == LUA_TBOOLEAN && !lua_toboolean(L, first + 1))) {
+    d->inl_mode = INL_BFALSE;
+    lua_pushvalue(L, first);
+  } else if (bt == LUA_TNUMBER && !afalse && dfr_tointeger(L, first + 1, &n) &&
+             n == (int)n) {
+    d->inl_mode = INL_BINT;
+    d->inl_b = (int)n;
+    lua_pushvalue(L, first);
+  } else if (afalse) {
+    d->inl_mode = INL_SWAP;
+    lua_pushvalue(L, first + 1);
+  } else {
+    return 0;
+  }
+  dfr_setslot(L, didx, DFR_D_ENTRIES);
+  d->inl = (unsigned char)kind;
+  return 1;
+}
+
+/* Pushes the inline entry's a and b and forgets it. */
+static int take_inline(lua_State *L, int didx, dfr_Deferred *d) {
+  int kind = d->inl;
+  dfr_getslot(L, didx, DFR_D_ENTRIES);
+  switch (d->inl_mode) {
+    case INL_BFALSE: lua_pushboolean(L, 0); break;
+    case INL_BINT: lua_pushinteger(L, d->inl_b); break;
+    default:
+      lua_pushboolean(L, 0);
+      lua_insert(L, -2);
+      break;
+  }
+  d->inl = 0;
+  lua_pushnil(L);
+  dfr_setslot(L, didx, DFR_D_ENTRIES);
+  return kind;
+}
+
 int dfr_deferred_add(lua_State *L, int didx, int kind, int nvals) {
   dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, didx);
   int first = lua_gettop(L) - nvals + 1, i, t;
   didx = dfr_absindex(L, didx);
-  if (nvals <= 2 && !dfr_deferred_has_entries(d)) { /* inline, no table */
-    if (nvals < 2) lua_pushboolean(L, 0);
-    dfr_setslot(L, didx, DFR_D_INL_B);
-    dfr_setslot(L, didx, DFR_D_INL_A);
-    d->inl = kind;
+  if (nvals <= 2 && !dfr_deferred_has_entries(d) &&
+      put_inline(L, didx, d, kind, first, nvals)) {
     lua_settop(L, first - 1);
     return dfr_deferred_runnable(d);
+  }
+  luaL_checkstack(L, 6, "too many arguments");
+  if (d->inl) { /* a second entry: the inline one moves into a table first */
+    int k = d->inl;
+    lua_createtable(L, 6 + nvals, 0);
+    take_inline(L, didx, d);
+    lua_rawseti(L, -3, 3);
+    lua_rawseti(L, -2, 2);
+    lua_pushinteger(L, k);
+    lua_rawseti(L, -2, 1);
+    d->head = 1;
+    d->tail = 4;
+    dfr_setslot(L, didx, DFR_D_ENTRIES);
   }
   dfr_getslot(L, didx, DFR_D_ENTRIES);
   if (lua_isnil(L, -1)) {
@@ -196,16 +266,8 @@ int dfr_deferred_add(lua_State *L, int didx, int kind, int nvals) {
 static int pop_entry(lua_State *L, int didx, dfr_Deferred *d, int *n) {
   int t, header, i, len;
   if (d->inl) {
-    int kind = d->inl;
-    dfr_getslot(L, didx, DFR_D_INL_A);
-    dfr_getslot(L, didx, DFR_D_INL_B);
-    lua_pushnil(L);
-    dfr_setslot(L, didx, DFR_D_INL_A);
-    lua_pushnil(L);
-    dfr_setslot(L, didx, DFR_D_INL_B);
-    d->inl = 0;
     *n = 2;
-    return kind;
+    return take_inline(L, didx, d);
   }
   dfr_getslot(L, didx, DFR_D_ENTRIES);
   t = lua_gettop(L);
@@ -502,6 +564,10 @@ static int f_new(lua_State *L) {
 void dfr_deferred_push_fired(lua_State *L, int ok) {
   dfr_deferred_new(L);
   lua_insert(L, -2);
+  dfr_deferred_fired_(L, ok);
+}
+
+void dfr_deferred_fired_(lua_State *L, int ok) {
   if (dfr_deferred_fire(L, -2, ok))
     finish(L, lua_gettop(L), (dfr_Deferred *)lua_touserdata(L, -1));
 }

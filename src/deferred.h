@@ -19,18 +19,18 @@ typedef struct dfr_Deferred {
   int paused;            /* user pauses, plus one while waiting */
   int head, tail;        /* its entries occupy [head, tail) of slot 3 */
   int aux;               /* free for the object that owns it (a waiter's weight) */
-  int inl;               /* kind of the entry held in slots 4 and 5, or 0 */
+  unsigned char inl, inl_mode; /* the kind of an entry kept inline, or 0 */
+  int inl_b;             /* its b when that is a whole number */
 } dfr_Deferred;
 
 /* User value slots: 1 the canceller while pending, the frame below while
-** on a stack; 2 the result; 3 the table of queued entries; 4 and 5 the a
-** and b of the first entry when it has no extras (most deferreds have one
-** entry at most, which then costs no table). */
-#define DFR_D_SLOTS 5
+** on a stack; 2 the result; 3 the table of queued entries, or the one Lua
+** value of a single entry kept inline (most deferreds have one entry at
+** most: a callback, or an internal entry whose b is a number; it then costs
+** no table). */
+#define DFR_D_SLOTS 3
 #define DFR_D_RESULT 2
 #define DFR_D_ENTRIES 3
-#define DFR_D_INL_A 4
-#define DFR_D_INL_B 5
 #define dfr_deferred_has_entries(d) ((d)->inl || (d)->head != (d)->tail)
 
 #define DFR_D_WAITING 1    /* the result is a Deferred it waits on */
@@ -73,6 +73,12 @@ DFR_HIDDEN dfr_Deferred *dfr_deferred_check(lua_State *L, int idx,
                                             const char *fname);
 /* Pushes a new pending Deferred. */
 DFR_HIDDEN dfr_Deferred *dfr_deferred_new(lua_State *L);
+/* The same, given the index of the Deferred metatable (a hot caller keeps
+** it in an upvalue). */
+DFR_HIDDEN dfr_Deferred *dfr_deferred_new_mt(lua_State *L, int mtidx);
+/* With a new deferred below a value on top: fires it with the value (popped)
+** and settles it, as dfr_deferred_push_fired. */
+DFR_HIDDEN void dfr_deferred_fired_(lua_State *L, int ok);
 /* Pushes a new pending Deferred owned by the frame object at oidx: cancelling
 ** it calls the cancel hook of the owner's frame kind (engine.h). */
 DFR_HIDDEN dfr_Deferred *dfr_deferred_new_owned(lua_State *L, int oidx);

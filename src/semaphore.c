@@ -225,8 +225,9 @@ static int sem_ran(lua_State *L) {
   }
   s->finished++;
   if (!ok || dfr_is_failure(L, 3)) s->failed++;
+  dfr_deferred_new_mt(L, lua_upvalueindex(1));
   lua_pushvalue(L, 3);
-  dfr_deferred_push_fired(L, ok);
+  dfr_deferred_fired_(L, ok);
   if (!give(L, 1, s, 1)) return 1;
   lua_pushvalue(L, 1);
   return 2;
@@ -351,7 +352,7 @@ void dfr_semaphore_open(lua_State *L, int module, int core) {
       {"acquire", sem_acquire}, {NULL, NULL}};
   static const luaL_Reg corefns[] = {
       {"sem_release", sem_release},
-      {"sem_ran", sem_ran},         {"sem_queue_run", sem_queue_run},
+      {"sem_queue_run", sem_queue_run},
       {"sem_set_limit", sem_set_limit}, {NULL, NULL}};
   dfr_engine_kind(DFR_FRAME_SEMAPHORE, &kind);
   dfr_deferred_entry_kind(DFR_E_RELEASE, release_entry);
@@ -363,6 +364,9 @@ void dfr_semaphore_open(lua_State *L, int module, int core) {
   dfr_getmt(L, DFR_LOCK_MT);
   lua_pushcclosure(L, sem_take, 2);
   lua_setfield(L, -2, "sem_take");
+  dfr_getmt(L, DFR_DEFERRED_MT);
+  lua_pushcclosure(L, sem_ran, 1);
+  lua_setfield(L, -2, "sem_ran");
   lua_pop(L, 1);
   lua_pushcfunction(L, f_semaphore);
   lua_setfield(L, module, "semaphore");
