@@ -27,6 +27,7 @@ build = {
       sources = {
         "src/defer.c",
         "src/deferred.c",
+        "src/dlist.c",
         "src/engine.c",
         "src/failure.c",
         "src/loop.c",

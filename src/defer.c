@@ -12,6 +12,7 @@
 
 #include "defer.h"
 #include "deferred.h"
+#include "dlist.h"
 #include "driver_lua.h"
 #include "engine.h"
 #include "failure.h"
@@ -138,6 +139,7 @@ int luaopen_defer(lua_State *L) {
   dfr_loop_open(L, module, core);
   dfr_semaphore_open(L, module, core);
   dfr_queue_open(L, module, core);
+  dfr_dlist_open(L, module, core);
 
   for (i = 0; DEFER_LUA_PARTS[i].name; i++) {
     if (dfr_loadbuffer(L, DEFER_LUA_PARTS[i].src, DEFER_LUA_PARTS[i].len,

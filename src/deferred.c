@@ -625,6 +625,15 @@ static int d_resolve(lua_State *L) {
   return dfr_engine_start(L, 1);
 }
 
+/* core.set_canceller(d, f): gives a pending deferred made in C a canceller. */
+static int d_set_canceller(lua_State *L) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, 1);
+  lua_settop(L, 2);
+  dfr_setslot(L, 1, DFR_SLOT_BELOW);
+  d->flags |= DFR_D_CANCELLER;
+  return 0;
+}
+
 /* core.check(d, fname): raises unless d is a Deferred (as self). */
 static int d_check(lua_State *L) {
   dfr_deferred_check(L, 1, luaL_checkstring(L, 2));
@@ -699,6 +708,7 @@ void dfr_deferred_open(lua_State *L, int module, int core) {
       {"cancelled", d_cancelled}, {"maybe_result", d_maybe_result},
       {"check", d_check},       {"is_deferred", d_is},
       {"take", d_take},         {"resolve", d_resolve},
+      {"set_canceller", d_set_canceller},
       {NULL, NULL}};
   static const luaL_Reg funcs[] = {
       {"new", f_new}, {"succeed", f_succeed}, {"fail", f_fail}, {NULL, NULL}};

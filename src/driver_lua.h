@@ -175,6 +175,62 @@ static const char DEFER_LUA_CORO[] =
   "  checkfunction(f, \"async\")\n"
   "  return function(...) return M.spawn(f, ...) end\n"
   "end\n";
+/* src/lua/dlist.lua */
+static const char DEFER_LUA_DLIST[] =
+  "-- dlist.lua: defer.list, defer.gather and defer.race.  The bookkeeping is in\n"
+  "-- C (dlist.c); here the result deferred gets its canceller (which calls the\n"
+  "-- children's cancellers, user code) and the list is started.\n"
+  "local M, core = ...\n"
+  "\n"
+  "local drive, start = core.drive, core.start\n"
+  "local list_new, list_children = core.list_new, core.list_children\n"
+  "local set_canceller = core.set_canceller\n"
+  "local pcall, report = pcall, nil\n"
+  "\n"
+  "-- Cancelling a list cancels every child that has not fired; a canceller\n"
+  "-- that raises is reported, and the others are still cancelled.\n"
+  "local function cancel_children(lst)\n"
+  "  local children = list_children(lst)\n"
+  "  for i = 1, #children do\n"
+  "    local d = children[i]\n"
+  "    if not d.called then\n"
+  "      local ok, err = pcall(d.cancel, d)\n"
+  "      if not ok then\n"
+  "        report = report or function(e)\n"
+  "          M.fail(e) -- an unhandled failure: reported when collected\n"
+  "        end\n"
+  "        report(err)\n"
+  "      end\n"
+  "    end\n"
+  "  end\n"
+  "end\n"
+  "\n"
+  "local function settle(r, top, ...)\n"
+  "  if top ~= nil then drive(top, ...) end\n"
+  "  return r\n"
+  "end\n"
+  "\n"
+  "local function make(ds, opts, mode, before)\n"
+  "  local lst, r = list_new(ds, opts, mode)\n"
+  "  set_canceller(r, function() cancel_children(lst) end)\n"
+  "  if before then r:add_both(before(lst)) end\n"
+  "  return settle(r, start(lst))\n"
+  "end\n"
+  "\n"
+  "function M.list(ds, opts) return make(ds, opts, 0) end\n"
+  "\n"
+  "function M.gather(ds, consume_errors) return make(ds, consume_errors, 1) end\n"
+  "\n"
+  "-- race: the first success wins and the others are cancelled first.\n"
+  "local is_failure = M.is_failure\n"
+  "function M.race(ds)\n"
+  "  return make(ds, nil, 2, function(lst)\n"
+  "    return function(result)\n"
+  "      if not is_failure(result) then cancel_children(lst) end\n"
+  "      return result\n"
+  "    end\n"
+  "  end)\n"
+  "end\n";
 /* src/lua/loop.lua */
 static const char DEFER_LUA_LOOP[] =
   "-- loop.lua: the loop's methods that read a clock or run user code.  The C\n"
@@ -350,6 +406,7 @@ static const struct { const char *name; const char *src; size_t len; }
     DEFER_LUA_PARTS[] = {
   {"=defer.driver", DEFER_LUA_DRIVER, sizeof DEFER_LUA_DRIVER - 1},
   {"=defer.coro", DEFER_LUA_CORO, sizeof DEFER_LUA_CORO - 1},
+  {"=defer.dlist", DEFER_LUA_DLIST, sizeof DEFER_LUA_DLIST - 1},
   {"=defer.loop", DEFER_LUA_LOOP, sizeof DEFER_LUA_LOOP - 1},
   {"=defer.semaphore", DEFER_LUA_SEMAPHORE, sizeof DEFER_LUA_SEMAPHORE - 1},
   {NULL, NULL, 0}};
