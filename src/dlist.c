@@ -24,7 +24,7 @@ enum { T_BELOW = DFR_SLOT_BELOW, T_CHILDREN, T_VALUES, T_RESULT, T_PROGRESS,
 
 typedef struct List {
   dfr_Frame fr;
-  unsigned char mode, opts, fired, fire, in_progress;
+  unsigned char mode, opts, fired, fire, in_progress, has_progress;
   int n, done, hooked, reported, failed, fire_index;
 } List;
 
@@ -41,17 +41,16 @@ static unsigned char *oks(lua_State *L, int lidx) {
 
 /* ------------------------------------------------------------ entries */
 
-/* A child fired: record it, decide whether the list fires (Twisted DL4), and
-** let the list's frame do the rest. */
-static int list_entry(lua_State *L, int top, int a) {
-  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, top);
-  List *l = (List *)lua_touserdata(L, a);
-  int i = (int)lua_tointeger(L, a + 1), failed = d->state == DFR_FAILURE;
-  dfr_getslot(L, a, T_VALUES);
-  dfr_getslot(L, top, DFR_D_RESULT);
-  lua_rawseti(L, -2, i);
-  lua_pop(L, 1);
-  oks(L, a)[i - 1] = (unsigned char)(failed ? 2 : 1);
+/* Records the result of the child at cidx (slot i), decides whether the
+** list fires (Twisted DL4), and consumes a failure when asked.  vidx is the
+** values table, ok the per-child flags. */
+static void record(lua_State *L, List *l, int vidx, unsigned char *ok, int i,
+                   int cidx) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, cidx);
+  int failed = d->state == DFR_FAILURE;
+  dfr_getslot(L, cidx, DFR_D_RESULT);
+  lua_rawseti(L, vidx, i);
+  ok[i - 1] = (unsigned char)(failed ? 2 : 1);
   l->done++;
   if (failed) l->failed++;
   if (!l->fired) {
@@ -67,9 +66,18 @@ static int list_entry(lua_State *L, int top, int a) {
   }
   if (failed && (l->opts & CONSUME)) { /* handled: the child goes on with nil */
     lua_pushnil(L);
-    dfr_deferred_set_result(L, top, 1);
+    dfr_deferred_set_result(L, cidx, 1);
     dfr_deferred_handled(d);
   }
+}
+
+/* The entry of a child that fired after it was hooked. */
+static int list_entry(lua_State *L, int top, int a) {
+  List *l = (List *)lua_touserdata(L, a);
+  int i = (int)lua_tointeger(L, a + 1);
+  dfr_getslot(L, a, T_VALUES);
+  record(L, l, lua_gettop(L), oks(L, a), i, top);
+  lua_pop(L, 1);
   if (!l->fr.onstack) dfr_engine_push(L, top, a);
   return DFR_NEXT;
 }
@@ -141,15 +149,14 @@ static int push_result(lua_State *L, int lidx, List *l) {
 static int list_resume(lua_State *L, int top) {
   List *l = (List *)lua_touserdata(L, top);
   if (l->reported < l->done) {
-    dfr_getslot(L, top, T_PROGRESS);
-    if (!lua_isnil(L, -1)) {
+    if (l->has_progress) {
+      dfr_getslot(L, top, T_PROGRESS);
       l->reported++;
       lua_pushinteger(L, l->reported);
       lua_pushinteger(L, l->n);
       l->in_progress = 1;
       return DFR_CALL;
     }
-    lua_pop(L, 1);
     l->reported = l->done;
   }
   if (l->fire != FIRE_NONE) {
@@ -164,18 +171,31 @@ static int list_resume(lua_State *L, int top) {
     return DFR_NEXT;
   }
   if (l->hooked < l->n) {
+    unsigned char *ok = oks(L, top);
     dfr_getslot(L, top, T_CHILDREN);
-    while (l->hooked < l->n) {
+    dfr_getslot(L, top, T_VALUES);
+    while (l->hooked < l->n && l->fire == FIRE_NONE &&
+           (l->reported == l->done || !l->has_progress)) {
       int i = ++l->hooked;
+      dfr_Deferred *d;
       lua_rawgeti(L, top + 1, i);
+      d = (dfr_Deferred *)lua_touserdata(L, top + 3);
+      if (dfr_deferred_runnable(d) && !dfr_deferred_has_entries(d)) {
+        /* fired and idle: its result is recorded right here, no entry */
+        record(L, l, top + 2, ok, i, top + 3);
+        lua_settop(L, top + 2);
+        continue;
+      }
       lua_pushvalue(L, top);
       lua_pushinteger(L, i);
-      if (dfr_deferred_add(L, top + 2, DFR_E_LIST, 2)) {
-        dfr_engine_push(L, top, top + 2);
+      if (dfr_deferred_add(L, top + 3, DFR_E_LIST, 2)) {
+        dfr_engine_push(L, top, top + 3);
         return DFR_NEXT;
       }
-      lua_pop(L, 1);
+      lua_settop(L, top + 2);
     }
+    if (l->hooked < l->n || l->fire != FIRE_NONE || l->reported < l->done)
+      return DFR_NEXT; /* progress or firing first, then more hooking */
   }
   return DFR_POP;
 }
@@ -231,15 +251,22 @@ static int list_new(lua_State *L) {
   List *l, tmp;
   if (!lua_istable(L, 1)) dfr_argerror(L, 1, fname, "table", 1);
   n = (int)dfr_rawlen(L, 1);
-  for (i = 1; i <= n; i++) {
+  lua_settop(L, 2);
+  dfr_getmt(L, DFR_DEFERRED_MT);
+  dfr_getmt(L, DFR_DEFERRED_GC_MT);
+  for (i = 1; i <= n; i++) { /* both deferred metatables are at 3 and 4 */
+    int isd;
     lua_rawgeti(L, 1, i);
-    if (!dfr_deferred_test(L, -1)) {
+    isd = lua_getmetatable(L, -1) &&
+          (lua_rawequal(L, -1, 3) || lua_rawequal(L, -1, 4));
+    lua_settop(L, 4);
+    if (!isd) {
       lua_pushfstring(L, "%d", i);
       dfr_error(L, "bad argument #1 to '%s' (Deferred expected at index %s)",
                 fname, lua_tostring(L, -1));
     }
-    lua_pop(L, 1);
   }
+  lua_settop(L, 2);
   memset(&tmp, 0, sizeof tmp);
   read_opts(L, &tmp, mode, 2);
   lua_settop(L, 2);
@@ -261,6 +288,7 @@ static int list_new(lua_State *L) {
   dfr_setslot(L, 3, T_VALUES);
   if (mode == MODE_LIST && lua_istable(L, 2)) {
     lua_getfield(L, 2, "on_progress");
+    l->has_progress = lua_isfunction(L, -1);
     dfr_setslot(L, 3, T_PROGRESS);
   }
   dfr_deferred_new(L);
