@@ -421,3 +421,19 @@ describe("defer.race", function()
     assert.is_false(defer.race({}).called)
   end)
 end)
+
+describe("examples/progress.lua", function()
+  it("draws a bar from on_progress and ends with the summary", function()
+    local lua = os.getenv("DEFER_SPEC_LUA")
+    if not lua then pending("DEFER_SPEC_LUA is not set") return end
+    local p = io.popen(lua .. " examples/progress.lua 500 2>&1")
+    local out = p:read("*a")
+    p:close()
+    local lines = {}
+    for line in out:gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.are.equal(11, #lines) -- ten lines of 10% each, then the summary
+    assert.truthy(lines[1]:find("50/500", 1, true))
+    assert.truthy(lines[10]:find("[" .. ("#"):rep(40) .. "] 100% 500/500", 1, true))
+    assert.are.equal("done: 500 jobs, sum of results 125250, 5.0 s simulated", lines[11])
+  end)
+end)
