@@ -60,6 +60,10 @@ static inline void dfr_setslot(lua_State *L, int idx, int n) {
 
 #endif
 
+/* The 5.1 API (PUC 5.1 and LuaJIT): xpcall takes no arguments on PUC 5.1,
+** so the driver gets a C protected call there (engine.c). */
+#define DFR_API_51 (LUA_VERSION_NUM == 501)
+
 /* Length of a table without metamethods. */
 #if LUA_VERSION_NUM >= 502
 #define dfr_rawlen(L, i) ((size_t)lua_rawlen(L, i))

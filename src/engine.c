@@ -111,7 +111,7 @@ static int engine_start_frame(lua_State *L) {
   return dfr_engine_start(L, 1);
 }
 
-#if LUA_VERSION_NUM == 501
+#if DFR_API_51
 /* PUC Lua 5.1's xpcall passes no arguments; there a yield cannot cross
 ** pcall anyway, so a protected call from C loses nothing.  The driver uses
 ** it only when it is not running on LuaJIT, whose xpcall takes arguments
@@ -141,7 +141,7 @@ void dfr_engine_open(lua_State *L, int core) {
   lua_setfield(L, core, "start");
   lua_pushcfunction(L, dfr_failure_handler);
   lua_setfield(L, core, "handler");
-#if LUA_VERSION_NUM == 501
+#if DFR_API_51
   lua_pushcfunction(L, engine_pcall_tb);
   lua_setfield(L, core, "pcall_tb");
 #endif
