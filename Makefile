@@ -80,6 +80,11 @@ rock:
 clean:
 	rm -rf build
 
+# The main job: an e-mail backlog over real SMTP through a semaphore, driven
+# by libuv (ARGS="--count 1000 --limit 5" passes options).
+demo:
+	tools/demo $(ARGS)
+
 # Benchmarks against Twisted, a naive pure-Lua semaphore and the bare loop
 # (QUICK=1 for a short run).
 bench:

@@ -38,5 +38,6 @@ build = {
       incdirs = { "src" },
       defines = { "_POSIX_C_SOURCE=200809L" },
     },
+    ["defer.luv"] = "src/defer/luv.lua",
   },
 }
