@@ -2,26 +2,11 @@
 -- chaining, pause, cancel, errors, unhandled failures, bad input, depth and
 -- yields.  Twisted's own tests are named where one is translated.
 local defer = require "defer"
-local ok_h, helpers = pcall(require, "helpers")
-local function scale(n) return ok_h and helpers.scale(n) or n end
+local helpers = require "helpers"
+local scale, errmsg, with_unhandled = helpers.scale, helpers.errmsg, helpers.with_unhandled
 local PUC51 = _VERSION == "Lua 5.1" and not rawget(_G, "jit")
 
-local function errmsg(f, ...)
-  local ok, err = pcall(f, ...)
-  assert(not ok, "expected an error")
-  return err
-end
 
-local function with_unhandled(fn)
-  local seen = {}
-  local prev = defer.on_unhandled(function(f) seen[#seen + 1] = f end)
-  local ok, err = pcall(fn)
-  collectgarbage("collect")
-  collectgarbage("collect")
-  defer.on_unhandled(prev)
-  assert(ok, err)
-  return seen
-end
 
 describe("a Deferred", function()
   it("is pending until fired", function()
@@ -531,11 +516,8 @@ describe("errors and failures", function()
   end)
 
   it("writes unhandled failures to stderr by default", function()
-    local lua = os.getenv("DEFER_SPEC_LUA")
-    if not lua then pending("DEFER_SPEC_LUA is not set") return end
-    local p = io.popen(lua .. [[ -e 'local defer = require "defer"; do local _ = defer.fail("lost one") end; collectgarbage(); collectgarbage()' 2>&1]])
-    local out = p:read("*a")
-    p:close()
+    local out = helpers.run_lua([[-e 'local defer = require "defer"; do local _ = defer.fail("lost one") end; collectgarbage(); collectgarbage()']])
+    if not out then pending("DEFER_SPEC_LUA is not set") return end
     assert.truthy(out:find("Unhandled error in Deferred:", 1, true))
     assert.truthy(out:find("lost one", 1, true))
     assert.truthy(out:find("stack traceback:", 1, true))

@@ -1,8 +1,8 @@
 -- Lists of deferreds: defer.list, defer.gather and defer.race, from the
 -- user's side; Twisted's DeferredList/gatherResults/race tests translated.
 local defer = require "defer"
-local ok_h, helpers = pcall(require, "helpers")
-local function scale(n) return ok_h and helpers.scale(n) or n end
+local helpers = require "helpers"
+local scale, errmsg, with_unhandled = helpers.scale, helpers.errmsg, helpers.with_unhandled
 
 local function pairs_of(result)
   local out = {}
@@ -12,16 +12,6 @@ local function pairs_of(result)
   return out
 end
 
-local function with_unhandled(fn)
-  local seen = {}
-  local prev = defer.on_unhandled(function(f) seen[#seen + 1] = f end)
-  local ok, err = pcall(fn, seen)
-  collectgarbage("collect")
-  collectgarbage("collect")
-  defer.on_unhandled(prev)
-  assert(ok, err)
-  return seen
-end
 
 describe("defer.list", function()
   it("fires once every deferred fired, with {ok, value} pairs in input order", function()
@@ -424,11 +414,8 @@ end)
 
 describe("examples/progress.lua", function()
   it("draws a bar from on_progress and ends with the summary", function()
-    local lua = os.getenv("DEFER_SPEC_LUA")
-    if not lua then pending("DEFER_SPEC_LUA is not set") return end
-    local p = io.popen(lua .. " examples/progress.lua 500 2>&1")
-    local out = p:read("*a")
-    p:close()
+    local out = helpers.run_lua("examples/progress.lua 500")
+    if not out then pending("DEFER_SPEC_LUA is not set") return end
     local lines = {}
     for line in out:gmatch("[^\n]+") do lines[#lines + 1] = line end
     assert.are.equal(11, #lines) -- ten lines of 10% each, then the summary

@@ -20,4 +20,38 @@ function helpers.registry_count()
   return n
 end
 
+-- The error f(...) raises (it must raise).
+function helpers.errmsg(f, ...)
+  local ok, err = pcall(f, ...)
+  assert(not ok, "expected an error")
+  return err
+end
+
+-- Runs fn with an unhandled-failure handler that collects what it is given,
+-- collects garbage twice (finalizers), restores the handler, and returns
+-- the failures reported.
+function helpers.with_unhandled(fn)
+  local defer = require "defer"
+  local seen = {}
+  local prev = defer.on_unhandled(function(f) seen[#seen + 1] = f end)
+  local ok, err = pcall(fn, seen)
+  collectgarbage("collect")
+  collectgarbage("collect")
+  defer.on_unhandled(prev)
+  assert(ok, err)
+  return seen
+end
+
+-- Runs the interpreter of this run (DEFER_SPEC_LUA) with the given
+-- arguments and returns its output (stdout and stderr), or nil when the
+-- variable is not set.
+function helpers.run_lua(args)
+  local lua = os.getenv("DEFER_SPEC_LUA")
+  if not lua then return nil end
+  local p = io.popen(lua .. " " .. args .. " 2>&1")
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
 return helpers

@@ -1,14 +1,9 @@
 -- Semaphore, lock and queue, from the user's side: strict FIFO service,
 -- runs that release on every outcome, no task lost, no recursion.
 local defer = require "defer"
-local ok_h, helpers = pcall(require, "helpers")
-local function scale(n) return ok_h and helpers.scale(n) or n end
+local helpers = require "helpers"
+local scale, errmsg, with_unhandled = helpers.scale, helpers.errmsg, helpers.with_unhandled
 
-local function errmsg(f, ...)
-  local ok, err = pcall(f, ...)
-  assert(not ok, "expected an error")
-  return err
-end
 
 describe("defer.semaphore", function()
   it("hands out tokens at once while they last, then queues in order (Twisted S4)", function()
@@ -367,11 +362,8 @@ end)
 
 describe("the seed example", function()
   it("prints 1..6 and then the six pairs", function()
-    local lua = os.getenv("DEFER_SPEC_LUA")
-    if not lua then pending("DEFER_SPEC_LUA is not set") return end
-    local p = io.popen(lua .. " examples/seed.lua 2>&1")
-    local out = p:read("*a")
-    p:close()
+    local out = helpers.run_lua("examples/seed.lua")
+    if not out then pending("DEFER_SPEC_LUA is not set") return end
     local want = "1\n2\n3\n4\n5\n6\n" .. ("{true, nil}\n"):rep(6)
     assert.are.equal(want, out)
   end)

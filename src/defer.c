@@ -114,6 +114,14 @@ void *dfr_testudata(lua_State *L, int idx, const char *name) {
   return ok ? p : NULL;
 }
 
+const char *dfr_field_key(lua_State *L) {
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(1));
+  if (!lua_isnil(L, -1) || lua_type(L, 2) != LUA_TSTRING) return NULL;
+  lua_pop(L, 1);
+  return lua_tostring(L, 2);
+}
+
 int dfr_hasmt(lua_State *L, int idx, int mtidx) {
   int r;
   if (!lua_getmetatable(L, idx)) return 0;

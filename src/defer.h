@@ -70,6 +70,11 @@ DFR_HIDDEN void dfr_getmt(lua_State *L, const char *name);
 /* The userdata at idx if its metatable is the one registered as name. */
 DFR_HIDDEN void *dfr_testudata(lua_State *L, int idx, const char *name);
 
+/* The start of every __index whose upvalue 1 is the methods table: pushes
+** the method named by key 2 and returns NULL, or returns the key (a string)
+** for the caller to serve as a field, having pushed nothing. */
+DFR_HIDDEN const char *dfr_field_key(lua_State *L);
+
 /* Whether the value at idx has the metatable at mtidx. */
 DFR_HIDDEN int dfr_hasmt(lua_State *L, int idx, int mtidx);
 

@@ -654,11 +654,8 @@ static int d_state(lua_State *L) {
 
 static int d_index(lua_State *L) {
   dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, 1);
-  const char *k;
-  lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(1));
-  if (!lua_isnil(L, -1) || lua_type(L, 2) != LUA_TSTRING) return 1;
-  k = lua_tostring(L, 2);
+  const char *k = dfr_field_key(L);
+  if (k == NULL) return 1;
   if (strcmp(k, "called") == 0) lua_pushboolean(L, d->state != DFR_PENDING);
   else if (strcmp(k, "paused") == 0) lua_pushinteger(L, d->paused);
   else if (strcmp(k, "result") == 0) {

@@ -114,11 +114,8 @@ static int queue_len(lua_State *L) {
 
 static int queue_index(lua_State *L) {
   Queue *q = (Queue *)lua_touserdata(L, 1);
-  const char *k;
-  lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(1));
-  if (!lua_isnil(L, -1) || lua_type(L, 2) != LUA_TSTRING) return 1;
-  k = lua_tostring(L, 2);
+  const char *k = dfr_field_key(L);
+  if (k == NULL) return 1;
   if (strcmp(k, "pending") == 0) lua_pushinteger(L, stored(q));
   else if (strcmp(k, "waiting") == 0) lua_pushinteger(L, q->getters);
   else if (strcmp(k, "size") == 0 && q->size >= 0) lua_pushinteger(L, q->size);

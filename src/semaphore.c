@@ -282,11 +282,8 @@ static int sem_stats(lua_State *L) {
 
 static int sem_index(lua_State *L) {
   Sem *s = (Sem *)lua_touserdata(L, 1);
-  const char *k;
-  lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(1));
-  if (!lua_isnil(L, -1) || lua_type(L, 2) != LUA_TSTRING) return 1;
-  k = lua_tostring(L, 2);
+  const char *k = dfr_field_key(L);
+  if (k == NULL) return 1;
   if (strcmp(k, "tokens") == 0) lua_pushinteger(L, free_tokens(s));
   else if (strcmp(k, "limit") == 0) lua_pushinteger(L, s->limit);
   else if (strcmp(k, "waiting") == 0) lua_pushinteger(L, s->waiting);
