@@ -114,6 +114,20 @@ void *dfr_testudata(lua_State *L, int idx, const char *name) {
   return ok ? p : NULL;
 }
 
+void dfr_newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                  lua_CFunction index, lua_CFunction tostring, int core) {
+  core = dfr_absindex(L, core);
+  dfr_newmetatable(L, name);
+  lua_newtable(L);
+  dfr_setfuncs(L, methods, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, core, name + 6); /* after "defer." */
+  if (index) lua_pushcclosure(L, index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, tostring);
+  lua_setfield(L, -2, "__tostring");
+}
+
 const char *dfr_field_key(lua_State *L) {
   lua_pushvalue(L, 2);
   lua_rawget(L, lua_upvalueindex(1));

@@ -64,6 +64,14 @@ DFR_HIDDEN lua_Integer dfr_checkcount(lua_State *L, int idx, int arg,
 /* luaL_newmetatable, also registered under the name's address; leaves it
 ** on the stack with __name set to the part after "defer.". */
 DFR_HIDDEN void dfr_newmetatable(lua_State *L, const char *name);
+/* A class of userdata: the metatable registered as name, with __tostring,
+** and __index the methods table or, given index, a closure of index over it
+** (for fields: see dfr_field_key).  The methods table is also core[name
+** after "defer."] so that the Lua parts add the methods that run user code.
+** Leaves the metatable on the stack. */
+DFR_HIDDEN void dfr_newclass(lua_State *L, const char *name,
+                             const luaL_Reg *methods, lua_CFunction index,
+                             lua_CFunction tostring, int core);
 /* Pushes the metatable registered under name. */
 DFR_HIDDEN void dfr_getmt(lua_State *L, const char *name);
 

@@ -710,15 +710,7 @@ void dfr_deferred_open(lua_State *L, int module, int core) {
   static const luaL_Reg funcs[] = {
       {"new", f_new}, {"succeed", f_succeed}, {"fail", f_fail}, {NULL, NULL}};
 
-  dfr_newmetatable(L, DFR_DEFERRED_MT);
-  lua_newtable(L); /* methods; the driver adds the ones that run user code */
-  dfr_setfuncs(L, methods, 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, core, "Deferred");
-  lua_pushcclosure(L, d_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, d_tostring);
-  lua_setfield(L, -2, "__tostring");
+  dfr_newclass(L, DFR_DEFERRED_MT, methods, d_index, d_tostring, core);
   /* the same with __gc, for deferreds that hold an unhandled failure */
   dfr_newmetatable(L, DFR_DEFERRED_GC_MT);
   lua_pushnil(L);

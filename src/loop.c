@@ -527,16 +527,9 @@ void dfr_loop_open(lua_State *L, int module, int core) {
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
 
-  dfr_newmetatable(L, DFR_LOOP_MT);
-  lua_newtable(L);
-  dfr_setfuncs(L, methods, 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, core, "Loop");
-  lua_setfield(L, -2, "__index");
+  dfr_newclass(L, DFR_LOOP_MT, methods, NULL, loop_tostring, core);
   lua_pushcfunction(L, loop_gc);
   lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, loop_tostring);
-  lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
 
   lua_pushvalue(L, core);

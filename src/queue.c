@@ -162,17 +162,9 @@ void dfr_queue_open(lua_State *L, int module, int core) {
   static const dfr_FrameKind kind = {queue_resume, queue_outcome, queue_cancel};
   static const luaL_Reg methods[] = {{"get", queue_get}, {NULL, NULL}};
   dfr_engine_kind(DFR_FRAME_QUEUE, &kind);
-  dfr_newmetatable(L, DFR_QUEUE_MT);
-  lua_newtable(L);
-  dfr_setfuncs(L, methods, 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, core, "Queue");
-  lua_pushcclosure(L, queue_index, 1);
-  lua_setfield(L, -2, "__index");
+  dfr_newclass(L, DFR_QUEUE_MT, methods, queue_index, queue_tostring, core);
   lua_pushcfunction(L, queue_len);
   lua_setfield(L, -2, "__len");
-  lua_pushcfunction(L, queue_tostring);
-  lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
   lua_pushcfunction(L, queue_put);
   lua_setfield(L, core, "queue_put");

@@ -325,22 +325,6 @@ static int f_lock(lua_State *L) {
   return 1;
 }
 
-static void make_mt(lua_State *L, const char *name, const char *corename,
-                    const luaL_Reg *methods) {
-  dfr_newmetatable(L, name);
-  lua_newtable(L);
-  dfr_setfuncs(L, methods, 0);
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -4, corename);
-  lua_pushcclosure(L, sem_index, 1);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, sem_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pushvalue(L, -1);
-  lua_setfield(L, -3, corename[0] == 'S' ? "SemaphoreMT" : "LockMT");
-  lua_pop(L, 1);
-}
-
 void dfr_semaphore_open(lua_State *L, int module, int core) {
   static const dfr_FrameKind kind = {sem_resume, sem_outcome, sem_cancel};
   static const luaL_Reg methods[] = {
@@ -354,8 +338,11 @@ void dfr_semaphore_open(lua_State *L, int module, int core) {
   dfr_engine_kind(DFR_FRAME_SEMAPHORE, &kind);
   dfr_deferred_entry_kind(DFR_E_RELEASE, release_entry);
   lua_pushvalue(L, core);
-  make_mt(L, DFR_SEM_MT, "Semaphore", methods);
-  make_mt(L, DFR_LOCK_MT, "Lock", lock_methods);
+  /* the Lua part sets __newindex (sem.limit = n) through these */
+  dfr_newclass(L, DFR_SEM_MT, methods, sem_index, sem_tostring, -1);
+  lua_setfield(L, -2, "SemaphoreMT");
+  dfr_newclass(L, DFR_LOCK_MT, lock_methods, sem_index, sem_tostring, -1);
+  lua_setfield(L, -2, "LockMT");
   dfr_setfuncs(L, corefns, 0);
   dfr_getmt(L, DFR_SEM_MT);
   dfr_getmt(L, DFR_LOCK_MT);
