@@ -365,7 +365,8 @@ int dfr_deferred_resume(lua_State *L, int top) {
     kind = pop_entry(L, top, d, &n);
     switch (kind) {
       case DFR_E_CALLBACKS:
-        if (d->state == DFR_FAILURE) lua_replace(L, a);
+        /* keep the side that runs: b on a failure, else a; extras follow */
+        if (d->state == DFR_FAILURE) lua_remove(L, a);
         else lua_remove(L, a + 1);
         if (!lua_toboolean(L, a)) break; /* pass through */
         dfr_getslot(L, top, DFR_D_RESULT);
