@@ -9,6 +9,10 @@ PKG_lua5.3 := lua5.3
 PKG_lua5.4 := lua5.4
 PKG_luajit := luajit
 
+ifeq ($(filter $(LUA),$(LUAS)),)
+$(error LUA=$(LUA): use one of $(LUAS))
+endif
+
 BUILD := build/$(LUA)
 SRCS := $(wildcard src/*.c)
 OBJS := $(patsubst src/%.c,$(BUILD)/%.o,$(SRCS))
@@ -24,7 +28,7 @@ LUA_CFLAGS = $(shell pkg-config --cflags $(PKG_$(LUA)))
 ALL_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden \
              $(WARN) $(CFLAGS) $(LUA_CFLAGS)
 
-.PHONY: all test specs asan valgrind rock clean bench demo
+.PHONY: all test specs asan valgrind rock clean bench demo print-parts
 .PHONY: test-nginx test-love
 
 all: $(BUILD)/defer.so
@@ -39,10 +43,15 @@ $(BUILD):
 	mkdir -p $@
 
 src/driver_lua.h: tools/embed.lua $(PARTS)
-	@if [ -n "$(GEN_LUA)" ]; then $(GEN_LUA) tools/embed.lua $@ $(PARTS); \
+	@if [ -n "$(GEN_LUA)" ]; then \
+	  $(GEN_LUA) tools/embed.lua $@.tmp $(PARTS) && mv $@.tmp $@; \
 	else echo "no Lua interpreter: keeping the committed $@"; touch $@; fi
 
 -include $(OBJS:.o=.d)
+
+# the embedded parts in order (tools/check-rockspec regenerates the header)
+print-parts:
+	@echo $(PARTS)
 
 # Every spec under every interpreter; the last line is "N passed, N failed".
 test:
@@ -51,8 +60,11 @@ test:
 	tools/run-specs $(LUAS)
 
 # The suite under lua5.4 with the module built with AddressSanitizer and
-# UndefinedBehaviorSanitizer (the interpreter is not instrumented, so the
-# runtime is preloaded).
+# UndefinedBehaviorSanitizer.  The interpreter is not instrumented, so the
+# runtime is preloaded into it (only into it: tools/run-specs does that);
+# leak detection is off (at exit it would see the uninstrumented
+# interpreter's memory, and `make valgrind` checks leaks); every error
+# aborts the run.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all \
               -fno-omit-frame-pointer -shared-libsan
 asan:
@@ -60,7 +72,8 @@ asan:
 	$(MAKE) --no-print-directory LUA=lua5.4 BUILD=build/asan CC=clang \
 	  CFLAGS="-O1 -g $(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" all
 	DEFER_SPEC_SLOW=1 DEFER_BUILD=build/asan \
-	  LD_PRELOAD="$$(clang -print-file-name=libclang_rt.asan-x86_64.so)" \
+	  DEFER_PRELOAD="$$(clang -print-file-name=libclang_rt.asan-x86_64.so)" \
+	  ASAN_SYMBOLIZER_PATH="$$(command -v llvm-symbolizer || command -v llvm-symbolizer-14 || echo /usr/lib/llvm-14/bin/llvm-symbolizer)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  tools/run-specs lua5.4
@@ -76,6 +89,16 @@ rock:
 	tools/install-deps test
 	tools/check-rockspec
 	tools/test-rock
+
+# defer.ngx in a real nginx with its Lua module (a temporary prefix on
+# 127.0.0.1, stopped by its pid afterwards).
+test-nginx:
+	tools/test-nginx
+
+# examples/love/ in a real LÖVE 11 under xvfb-run, for a fixed number of
+# frames; its figures are checked.
+test-love:
+	tools/test-love
 
 clean:
 	rm -rf build

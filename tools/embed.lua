@@ -19,7 +19,11 @@ for i = 2, #arg do
   lines[#lines + 1] = ("/* %s */"):format(path)
   lines[#lines + 1] = ("static const char DEFER_LUA_%s[] ="):format(name:upper())
   for line in src:gmatch("([^\n]*)\n") do
-    local esc = line:gsub('[\\"]', "\\%0"):gsub("\t", "\\t"):gsub("%?%?", "?\\?")
+    -- backslash and quote; tab as \t; other control bytes (a CR of a CRLF
+    -- file, say) as three-digit octal; runs of "?" escaped so no trigraph forms
+    local esc = line:gsub('[\\"]', "\\%0"):gsub("\t", "\\t")
+      :gsub("%c", function(c) return ("\\%03o"):format(c:byte()) end)
+      :gsub("%?%?+", function(q) return "?" .. ("\\?"):rep(#q - 1) end)
     lines[#lines + 1] = ('  "%s\\n"'):format(esc)
   end
   lines[#lines] = lines[#lines] .. ";"
