@@ -421,6 +421,6 @@ describe("examples/progress.lua", function()
     assert.are.equal(11, #lines) -- ten lines of 10% each, then the summary
     assert.truthy(lines[1]:find("50/500", 1, true))
     assert.truthy(lines[10]:find("[" .. ("#"):rep(40) .. "] 100% 500/500", 1, true))
-    assert.are.equal("done: 500 jobs, sum of results 125250, 5.0 s simulated", lines[11])
+    assert.are.equal("done: 500 jobs, 495 succeeded (sum of results 123750), 5 failed, first: job 100: timed out", lines[11])
   end)
 end)

@@ -1,54 +1,62 @@
 -- dlist.lua: defer.list, defer.gather and defer.race.  The bookkeeping is in
--- C (dlist.c); here the result deferred gets its canceller (which calls the
--- children's cancellers, user code) and the list is started.
+-- C (dlist.c); here is what calls user code: the canceller of the result
+-- deferred R (it cancels the children), a race cancelling its losers, and
+-- the text of a FirstError (tostring may meet a __tostring).  One closure
+-- per list, none per child.
 local M, core = ...
 
-local drive, start = core.drive, core.start
-local list_new, list_children = core.list_new, core.list_children
-local set_canceller = core.set_canceller
-local pcall, report = pcall, nil
+local drive, call, start = core.drive, core.call, core.start
+local list_new, list_failure, list_flush = core.list_new, core.list_failure, core.list_flush
+local report, set_canceller = core.list_report, core.set_canceller
+local cancel = core.Deferred.cancel
+local FirstError = M.FirstError
+local pcall, tostring, type = pcall, tostring, type
 
--- Cancelling a list cancels every child that has not fired; a canceller
--- that raises is reported, and the others are still cancelled.
-local function cancel_children(lst)
-  local children = list_children(lst)
+-- A child's canceller that raises is reported, and the others are still
+-- cancelled (Twisted DL8).
+local function cancel_one(d)
+  local ok, f = call(cancel, d)
+  if not ok then report(f) end
+end
+
+-- race: the first success wins and every other input is cancelled before
+-- R fires (Twisted's race), never the winner.
+local function cancel_losers(children, winner)
+  local w = children[winner]
   for i = 1, #children do
     local d = children[i]
-    if not d.called then
-      local ok, err = pcall(d.cancel, d)
-      if not ok then
-        report = report or function(e)
-          M.fail(e) -- an unhandled failure: reported when collected
-        end
-        report(err)
-      end
-    end
+    if d ~= w then cancel_one(d) end
   end
 end
 
-local function settle(r, top, ...)
-  if top ~= nil then drive(top, ...) end
-  return r
+-- FirstError(failure, index), its message "item 2 failed: <the error>".
+local function first_error(f, i)
+  local ok, text = pcall(tostring, f.value)
+  if not ok or type(text) ~= "string" then text = type(f.value) end
+  return FirstError(("item %d failed: %s"):format(i, text), {failure = f, index = i})
 end
 
-local function make(ds, opts, mode, before)
-  local lst, r = list_new(ds, opts, mode)
-  set_canceller(r, function() cancel_children(lst) end)
-  if before then r:add_both(before(lst)) end
-  return settle(r, start(lst))
+core.list_init(cancel_losers, first_error)
+
+-- R's canceller: cancels every child; if the list was busy with a user call
+-- meanwhile (R cancelled from on_progress), R takes the result the children
+-- decided now rather than a CancelledError.
+local function cancel_all(lst, children)
+  for i = 1, #children do cancel_one(children[i]) end
+  local f, i = list_failure(lst)
+  local e = f ~= nil and first_error(f, i) or nil
+  return drive(list_flush(lst, e))
+end
+
+local function make(ds, opts, mode)
+  local lst, r, children = list_new(ds, opts, mode)
+  set_canceller(r, function() return cancel_all(lst, children) end)
+  drive(start(lst))
+  return r
 end
 
 function M.list(ds, opts) return make(ds, opts, 0) end
 
 function M.gather(ds, consume_errors) return make(ds, consume_errors, 1) end
 
--- race: the first success wins and the others are cancelled first.
-local is_failure = M.is_failure
-function M.race(ds)
-  return make(ds, nil, 2, function(lst)
-    return function(result)
-      if not is_failure(result) then cancel_children(lst) end
-      return result
-    end
-  end)
-end
+function M.race(ds) return make(ds, nil, 2) end
