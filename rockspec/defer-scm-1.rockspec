@@ -39,5 +39,6 @@ build = {
       defines = { "_POSIX_C_SOURCE=200809L" },
     },
     ["defer.luv"] = "src/defer/luv.lua",
+    ["defer.ngx"] = "src/defer/ngx.lua",
   },
 }
