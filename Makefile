@@ -29,7 +29,7 @@ ALL_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden \
              $(WARN) $(CFLAGS) $(LUA_CFLAGS)
 
 .PHONY: all test specs asan valgrind rock clean bench demo print-parts
-.PHONY: test-nginx test-love
+.PHONY: test-nginx test-love lint
 
 all: $(BUILD)/defer.so
 
@@ -99,6 +99,19 @@ test-nginx:
 # frames; its figures are checked.
 test-love:
 	tools/test-love
+
+# luacheck on every Lua file (.luacheckrc), cppcheck on the C sources with
+# the headers of Lua 5.1, LuaJIT and 5.4 (compat.h differs between them).
+CPPCHECK := cppcheck --enable=warning,style,performance,portability --std=c99 \
+            --error-exitcode=1 --inline-suppr --quiet -I src \
+            --suppress=missingIncludeSystem --suppress=toomanyconfigs -ULUA_USER_H
+lint:
+	tools/install-deps test lint
+	luacheck -q .
+	@for l in lua5.1 luajit lua5.4; do \
+	  echo "cppcheck with $$l"; \
+	  $(CPPCHECK) $$(pkg-config --cflags-only-I $$l) src/*.c || exit 1; \
+	done
 
 clean:
 	rm -rf build

@@ -287,7 +287,8 @@ print(string.format("defer benchmarks (%s): %d rounds, interleaved; medians of p
 print(string.format("  %s | %s | %s",
   has["5.4"] and version("lua5.4 -v") or "Lua 5.4: not built",
   has.JIT and version("luajit -v"):gsub(" %-%-.*$", "") or "LuaJIT: not built",
-  has_twisted and version(PY .. " -c 'import sys, twisted; print(\"CPython\", sys.version.split()[0], \"Twisted\", twisted.__version__)'")
+  has_twisted and version(PY .. " -c 'import sys, twisted; print(\"CPython\","
+    .. " sys.version.split()[0], \"Twisted\", twisted.__version__)'")
     or "Twisted: not installed"))
 print("  ns per task (lower is better); ratios: Tw/d = Twisted / defer, nv/d = naive / defer"
   .. " (above 1: defer faster), d/fl = defer / floor (cost over a bare loop)")

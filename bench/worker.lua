@@ -32,13 +32,6 @@ local function fmt(x)
   return string.format("%.17g", x)
 end
 
-local out = {}
-local function report(t) out = t end
-
--- Each workload function returns a table:
---   { setup = f (not timed), run = f (timed), after = f (not timed, tasks held) }
-local W = {}
-
 ---------------------------------------------------------------- floor
 local function floor_loop()
   local count = 0
@@ -92,7 +85,7 @@ local function naive_w2()
     for i = 1, N do sem:run_async(work, i, done) end
     ready:run()
     assert(n == N and count == N and sem.tokens == limit, "not all tasks done")
-  end
+  end, function() return results end
 end
 
 local naive_count = 0
@@ -286,11 +279,13 @@ if not ok2 then
 end
 local heldb = "-"
 if held then
-  local keep = held()
-  collectgarbage("collect")
-  collectgarbage("collect")
-  heldb = fmt(math.floor((collectgarbage("count") - gc0) * 1024))
-  keep = keep and #keep
+  -- what held() returns stays referenced (a parameter) while it is counted
+  local function count_held(_)
+    collectgarbage("collect")
+    collectgarbage("collect")
+    return fmt(math.floor((collectgarbage("count") - gc0) * 1024))
+  end
+  heldb = count_held(held())
 end
 io.write(string.format("RESULT cpu=%s rss0=%d hwm=%d held=%s list=%s ok=1\n",
   fmt(t1 - t0), rss0, hwm, heldb, listnote or "-"))

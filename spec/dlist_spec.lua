@@ -2,7 +2,7 @@
 -- user's side; Twisted's DeferredList/gatherResults/race tests translated.
 local defer = require "defer"
 local helpers = require "helpers"
-local scale, errmsg, with_unhandled = helpers.scale, helpers.errmsg, helpers.with_unhandled
+local scale, with_unhandled = helpers.scale, helpers.with_unhandled
 
 local function pairs_of(result)
   local out = {}

@@ -181,10 +181,10 @@ describe("examples/email_backlog.lua", function()
       server:close()
     end)
     assert.truthy(child)
-    stdout:read_start(function(e, chunk)
+    stdout:read_start(function(_, chunk)
       if chunk then out[#out + 1] = chunk else stdout:close() end
     end)
-    stderr:read_start(function(e, chunk)
+    stderr:read_start(function(_, chunk)
       if chunk then err[#err + 1] = chunk else stderr:close() end
     end)
     local dog = uv.new_timer()

@@ -380,7 +380,7 @@ describe("unhandled failures", function()
 
   it("are reported once when the failed deferred is collected", function()
     local marker = {}
-    local function scene() local d = defer.fail(marker) end
+    local function scene() defer.fail(marker) end
     scene()
     collect()
     assert.are.equal(1, reported(marker))
@@ -388,7 +388,7 @@ describe("unhandled failures", function()
 
   it("are reported once only, whatever later collections", function()
     local marker = {}
-    local function scene() local d = defer.fail(marker) end
+    local function scene() defer.fail(marker) end
     scene()
     collect()
     collect()
@@ -405,7 +405,7 @@ describe("unhandled failures", function()
 
   it("are reported to the handler as the Failure object itself", function()
     local f = defer.failure("the very one")
-    local function scene() local d = defer.fail(f) end
+    local function scene() defer.fail(f) end
     scene()
     collect()
     assert.are.equal(1, reported("the very one"))
@@ -545,7 +545,7 @@ describe("unhandled failures", function()
   it("do not stop the program when the handler raises", function()
     local calls = 0
     defer.on_unhandled(function() calls = calls + 1 error("handler broke") end)
-    local function scene() local d = defer.fail("for a broken handler") end
+    local function scene() defer.fail("for a broken handler") end
     scene()
     collect()
     assert.is_true(calls >= 1)

@@ -245,9 +245,9 @@ describe("defer.luv", function()
     local reader_d
     local fake = {}
     local cb
-    function fake:read_start(f) cb = f end
-    function fake:read_stop() cb = nil end
-    function fake:is_closing() return false end
+    function fake.read_start(_, f) cb = f end
+    function fake.read_stop() cb = nil end
+    function fake.is_closing() return false end
     local reader = dluv.lines(fake)
     reader_d = reader.line()
     cb(nil, "a\nb")

@@ -2,7 +2,7 @@
 -- runs that release on every outcome, no task lost, no recursion.
 local defer = require "defer"
 local helpers = require "helpers"
-local scale, errmsg, with_unhandled = helpers.scale, helpers.errmsg, helpers.with_unhandled
+local scale, errmsg = helpers.scale, helpers.errmsg
 
 
 describe("defer.semaphore", function()

@@ -207,10 +207,9 @@ static int sem_take(lua_State *L) {
 static int sem_ran(lua_State *L) {
   Sem *s = (Sem *)lua_touserdata(L, 1);
   int ok = lua_toboolean(L, 2);
-  dfr_Deferred *r;
   lua_settop(L, 3);
   if (ok && dfr_deferred_test(L, 3)) { /* the task goes on: release later */
-    r = dfr_deferred_new(L);
+    dfr_Deferred *r = dfr_deferred_new(L);
     lua_pushvalue(L, 1);
     lua_pushinteger(L, 1);
     dfr_deferred_add(L, 4, DFR_E_RELEASE, 2);

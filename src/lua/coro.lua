@@ -29,7 +29,6 @@ function finish(st, co, ok, ...)
   if status(co) ~= "dead" then
     if ok and select("#", ...) >= 1 and (...) == AWAIT then return end
     -- a yield that was not an await: a host yield is not ours to handle
-    ok = false
     local v = failure("defer.spawn: the coroutine yielded outside defer.await")
     spawned[co] = nil
     return st.result:errback(v)

@@ -4,7 +4,7 @@
 local M, core = ...
 
 local Loop, D = core.Loop, core.Deferred
-local drive, checkfunction = core.drive, core.checkfunction
+local drive = core.drive
 local now_c, pass, ran = core.now, core.pass, core.ran
 local call_later, next_timeout_c = core.call_later, core.next_timeout
 local wait, advance, stopped = core.wait, core.advance, core.stopped
