@@ -8,6 +8,12 @@ PKG_lua5.2 := lua5.2
 PKG_lua5.3 := lua5.3
 PKG_lua5.4 := lua5.4
 PKG_luajit := luajit
+# the Lua version an interpreter's modules are installed for
+LUAV_lua5.1 := 5.1
+LUAV_lua5.2 := 5.2
+LUAV_lua5.3 := 5.3
+LUAV_lua5.4 := 5.4
+LUAV_luajit := 5.1
 
 ifeq ($(filter $(LUA),$(LUAS)),)
 $(error LUA=$(LUA): use one of $(LUAS))
@@ -29,7 +35,7 @@ ALL_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden \
              $(WARN) $(CFLAGS) $(LUA_CFLAGS)
 
 .PHONY: all test specs asan valgrind rock clean bench demo print-parts
-.PHONY: test-nginx test-love lint
+.PHONY: test-nginx test-love lint install rockspec
 
 all: $(BUILD)/defer.so
 
@@ -78,11 +84,21 @@ asan:
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  tools/run-specs lua5.4
 
-# The suite under valgrind's memcheck: no error, no definite leak.
+# The suite under valgrind's memcheck on every interpreter: no error, no
+# definite leak.
 valgrind:
 	tools/install-deps test valgrind
-	$(MAKE) --no-print-directory LUA=lua5.4 all
-	DEFER_SPEC_SLOW=1 DEFER_VALGRIND=1 tools/run-specs lua5.4
+	@for l in $(LUAS); do $(MAKE) --no-print-directory LUA=$$l all >/dev/null || exit 1; done
+	DEFER_SPEC_SLOW=1 DEFER_VALGRIND=1 tools/run-specs $(LUAS)
+
+# The version lives in src/defer.h alone; a release rockspec is made from
+# the scm one with it (build/defer-<version>-1.rockspec).
+VERSION := $(shell sed -n 's/^\#define DFR_VERSION "\(.*\)"/\1/p' src/defer.h)
+rockspec: build/defer-$(VERSION)-1.rockspec
+build/defer-$(VERSION)-1.rockspec: rockspec/defer-scm-1.rockspec src/defer.h
+	@mkdir -p build
+	sed -e 's/^version = "scm-1"/version = "$(VERSION)-1"/' \
+	    -e 's/^\(  url = .*\)$$/\1\n  tag = "v$(VERSION)",/' $< >$@
 
 # Installs the rock into a temporary tree and requires it from there.
 rock:
@@ -112,6 +128,15 @@ lint:
 	  echo "cppcheck with $$l"; \
 	  $(CPPCHECK) $$(pkg-config --cflags-only-I $$l) src/*.c || exit 1; \
 	done
+
+# Installs the module for $(LUA) under PREFIX (default /usr/local), where
+# that Lua looks: lib/lua/<version>/defer.so, share/lua/<version>/defer/.
+PREFIX ?= /usr/local
+install: $(BUILD)/defer.so
+	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUAV_$(LUA)) \
+	  $(DESTDIR)$(PREFIX)/share/lua/$(LUAV_$(LUA))/defer
+	install -m 755 $(BUILD)/defer.so $(DESTDIR)$(PREFIX)/lib/lua/$(LUAV_$(LUA))/
+	install -m 644 src/defer/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUAV_$(LUA))/defer/
 
 clean:
 	rm -rf build
