@@ -332,6 +332,30 @@ describe("a callback that raises", function()
     local f = failure_of(function() error("here", 0) end)
     assert.truthy(string.find(f.traceback, "failure_spec", 1, true))
   end)
+
+  it("names each function as its caller did, one level a line", function()
+    local obj = {}
+    function obj:blow_up() error("here", 0) end
+    local f = failure_of(function() obj:blow_up() end)
+    assert.truthy(f.traceback:find("\n\t[^\n]*failure_spec.lua:%d+: in method 'blow_up'"), f.traceback)
+    assert.truthy(f.traceback:find("in function <[^>]*failure_spec.lua:%d+>"), f.traceback)
+  end)
+
+  it("keeps the first ten and the last eleven levels of a deep stack", function()
+    local function dig(n)
+      if n == 0 then return defer.fail("at the bottom") end
+      return (dig(n - 1)) -- not a tail call: every level stays
+    end
+    local d = dig(200)
+    local tb = d.result.traceback
+    d:add_errback(function() end)
+    local lines = 0
+    for _ in tb:gmatch("\n") do lines = lines + 1 end
+    local skipped = tonumber(tb:match("\n\t%.%.%.\t%(skipping (%d+) levels%)"))
+    assert.truthy(skipped and skipped > 150, tb)
+    assert.are.equal(10 + 1 + 11, lines)
+    assert.truthy(tb:find("^stack traceback:\n\t[^\n]*failure_spec.lua:%d+: in upvalue 'dig'"), tb)
+  end)
 end)
 
 describe("a callback that returns a Failure", function()

@@ -87,31 +87,14 @@ static inline void dfr_setfuncs(lua_State *L, const luaL_Reg *l, int nup) {
   lua_pop(L, nup);
 }
 
-/* Pushes debug.traceback(msg, level) of the running thread. */
-static inline void dfr_traceback(lua_State *L, const char *msg, int level) {
+/* What a traceback reads of a level: 5.2+ also tell a tail call ('t'). */
 #if LUA_VERSION_NUM >= 502
-  luaL_traceback(L, L, msg, level);
+#define DFR_TB_WHAT "Slnt"
+#define DFR_TB_TAILCALL(ar) ((ar).istailcall)
 #else
-  lua_getglobal(L, "debug");
-  if (lua_istable(L, -1)) lua_getfield(L, -1, "traceback");
-  else lua_pushnil(L);
-  lua_remove(L, -2);
-  if (lua_isfunction(L, -1)) {
-    const char *s;
-    lua_pushstring(L, msg ? msg : "");
-    lua_pushinteger(L, level + 1);
-    lua_call(L, 2, 1);
-    s = lua_tostring(L, -1);
-    if (msg == NULL && s != NULL && s[0] == '\n') { /* 5.1 adds "\n" after "" */
-      lua_pushstring(L, s + 1);
-      lua_remove(L, -2);
-    }
-  } else {
-    lua_pop(L, 1);
-    lua_pushstring(L, msg ? msg : "");
-  }
+#define DFR_TB_WHAT "Sln"
+#define DFR_TB_TAILCALL(ar) 0
 #endif
-}
 
 /* lua_getfield that reports the type on every version (5.1/5.2 return void). */
 static inline int dfr_getfield(lua_State *L, int idx, const char *k) {

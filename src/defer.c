@@ -155,7 +155,7 @@ int luaopen_defer(lua_State *L) {
   lua_pushliteral(L, DFR_VERSION);
   lua_setfield(L, module, "_VERSION");
 
-  dfr_failure_open(L, module);
+  dfr_failure_open(L, module, core);
   dfr_engine_open(L, core);
   dfr_deferred_open(L, module, core);
   dfr_loop_open(L, module, core);

@@ -352,9 +352,88 @@ void dfr_failure_report(lua_State *L, int fidx) {
   }
 }
 
+/* ---------------------------------------------------------- tracebacks */
+
+/* Every Failure keeps a traceback, so a traceback must be cheap.  Lua's
+** own (luaL_traceback, debug.traceback on 5.2+) looks every function up by
+** name in package.loaded, which in a program with many modules loaded
+** (OpenResty, a test runner) makes a failure cost a hundred times more.
+** This one names a function as the call site does ("method 'cancel'",
+** "local 'f'") and keeps the rest of Lua's format: the first TB_HEAD and the
+** last TB_TAIL levels of a deep stack. */
+enum { TB_HEAD = 10, TB_TAIL = 11 };
+
+static int last_level(lua_State *L1) {
+  lua_Debug ar;
+  int li = 1, le = 1;
+  while (lua_getstack(L1, le, &ar)) { li = le; le *= 2; }
+  while (li < le) {
+    int m = (li + le) / 2;
+    if (lua_getstack(L1, m, &ar)) li = m + 1;
+    else le = m;
+  }
+  return le - 1;
+}
+
+static void push_traceback(lua_State *L, lua_State *L1, const char *msg,
+                           int level) {
+  luaL_Buffer b;
+  lua_Debug ar;
+  int last = last_level(L1);
+  int head = last - level + 1 > TB_HEAD + TB_TAIL ? TB_HEAD : -1;
+  luaL_buffinit(L, &b);
+  if (msg) {
+    luaL_addstring(&b, msg);
+    luaL_addchar(&b, '\n');
+  }
+  luaL_addstring(&b, "stack traceback:");
+  while (lua_getstack(L1, level++, &ar)) {
+    if (head-- == 0) { /* a deep stack: the middle is left out */
+      int n = last - TB_TAIL - level + 1;
+      lua_pushfstring(L, "\n\t...\t(skipping %d levels)", n);
+      luaL_addvalue(&b);
+      level += n;
+      continue;
+    }
+    lua_getinfo(L1, DFR_TB_WHAT, &ar);
+    if (strcmp(ar.what, "tail") == 0) { /* 5.1 keeps a level for tail calls */
+      luaL_addstring(&b, "\n\t(...tail calls...)");
+      continue;
+    }
+    if (ar.currentline > 0)
+      lua_pushfstring(L, "\n\t%s:%d: in ", ar.short_src, ar.currentline);
+    else
+      lua_pushfstring(L, "\n\t%s: in ", ar.short_src);
+    luaL_addvalue(&b);
+    if (*ar.namewhat != '\0')
+      lua_pushfstring(L, "%s '%s'", ar.namewhat, ar.name);
+    else if (*ar.what == 'm')
+      lua_pushliteral(L, "main chunk");
+    else if (*ar.what != 'C')
+      lua_pushfstring(L, "function <%s:%d>", ar.short_src, ar.linedefined);
+    else
+      lua_pushliteral(L, "?");
+    luaL_addvalue(&b);
+    if (DFR_TB_TAILCALL(ar)) luaL_addstring(&b, "\n\t(...tail calls...)");
+  }
+  luaL_pushresult(&b);
+}
+
+void dfr_traceback(lua_State *L, const char *msg, int level) {
+  push_traceback(L, L, msg, level);
+}
+
+/* core.traceback(co): the traceback of a coroutine, for a Failure. */
+static int core_traceback(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argcheck(L, co != NULL, 1, "coroutine expected");
+  push_traceback(L, co, NULL, 0);
+  return 1;
+}
+
 /* ---------------------------------------------------------------- open */
 
-void dfr_failure_open(lua_State *L, int module) {
+void dfr_failure_open(lua_State *L, int module, int core) {
   static const luaL_Reg failure_methods[] = {
       {"check", failure_check}, {"trap", failure_trap},
       {"message", failure_message}, {"raise", failure_raise},
@@ -410,4 +489,6 @@ void dfr_failure_open(lua_State *L, int module) {
   lua_pushvalue(L, module);
   dfr_setfuncs(L, funcs, 0);
   lua_pop(L, 1);
+  lua_pushcfunction(L, core_traceback);
+  lua_setfield(L, dfr_absindex(L, core), "traceback");
 }

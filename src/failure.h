@@ -33,6 +33,11 @@ DFR_HIDDEN void dfr_failure_report(lua_State *L, int fidx);
 ** traceback of where it was raised. */
 DFR_HIDDEN int dfr_failure_handler(lua_State *L);
 
-DFR_HIDDEN void dfr_failure_open(lua_State *L, int module);
+/* Pushes the traceback of the running thread from `level` (1: the function
+** that called the C function running now), after msg and a newline when
+** msg is not NULL.  As debug.traceback, without its costly part. */
+DFR_HIDDEN void dfr_traceback(lua_State *L, const char *msg, int level);
+
+DFR_HIDDEN void dfr_failure_open(lua_State *L, int module, int core);
 
 #endif

@@ -7,10 +7,9 @@ local M, core = ...
 
 local create, resume, yield = coroutine.create, coroutine.resume, coroutine.yield
 local running, status = coroutine.running, coroutine.status
-local traceback = debug.traceback
 local new, failure, is_failure = M.new, M.failure, M.is_failure
 local is_deferred, checkfunction = core.is_deferred, core.checkfunction
-local take = core.take
+local take, traceback = core.take, core.traceback
 local select, error, type = select, error, type
 
 local AWAIT = {} -- what await yields, so a stray yield is told apart
