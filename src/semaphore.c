@@ -240,6 +240,9 @@ static int sem_queue_run(lua_State *L) {
   luaL_checkstack(L, n + 4, "too many arguments");
   w = enqueue(L, s, 1);
   w->flags |= DFR_D_TASK;
+  /* room for this entry, the RELEASE below and one more (a list's, or the
+  ** caller's callback): the table is made once, not grown twice */
+  if (n > 2) dfr_deferred_reserve(L, n + 1, (1 + n) + 3 + 3);
   lua_pushvalue(L, 2);
   lua_pushboolean(L, 0);
   for (i = 3; i <= n; i++) lua_pushvalue(L, i);
