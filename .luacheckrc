@@ -13,3 +13,5 @@ files["src/defer/ngx.lua"] = {std = "+ngx_lua"}
 files["t/nginx/"] = {std = "+ngx_lua"}
 -- a LÖVE game sets its callbacks in the global love
 files["examples/love/"] = {globals = {"love"}}
+-- editor definitions: functions without bodies, classes never read
+files["types/"] = {unused_args = false, ignore = {"241"}}

@@ -41,4 +41,6 @@ build = {
     ["defer.luv"] = "src/defer/luv.lua",
     ["defer.ngx"] = "src/defer/ngx.lua",
   },
+  -- the Lua Language Server definitions (types/README.md)
+  copy_directories = { "types" },
 }

@@ -334,8 +334,8 @@ describe("a callback that raises", function()
   end)
 
   it("names each function as its caller did, one level a line", function()
-    local obj = {}
-    function obj:blow_up() error("here", 0) end
+    local obj = {why = "here"}
+    function obj:blow_up() error(self.why, 0) end
     local f = failure_of(function() obj:blow_up() end)
     assert.truthy(f.traceback:find("\n\t[^\n]*failure_spec.lua:%d+: in method 'blow_up'"), f.traceback)
     assert.truthy(f.traceback:find("in function <[^>]*failure_spec.lua:%d+>"), f.traceback)
