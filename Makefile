@@ -35,7 +35,7 @@ ALL_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden \
              $(WARN) $(CFLAGS) $(LUA_CFLAGS)
 
 .PHONY: all test specs asan valgrind rock clean bench demo print-parts
-.PHONY: test-nginx test-love lint install rockspec gc-stress
+.PHONY: test-nginx test-love lint install rockspec gc-stress oom
 
 all: $(BUILD)/defer.so
 
@@ -109,6 +109,13 @@ gc-stress:
 	tools/install-deps test
 	@for l in $(GC_LUAS); do $(MAKE) --no-print-directory LUA=$$l all >/dev/null || exit 1; done
 	DEFER_SPEC_SLOW=1 DEFER_GC_STRESS=1 tools/run-specs $(GC_LUAS)
+
+# Out of memory at every allocation (tests/oom/): no crash, only memory
+# errors, every byte back at lua_close.  ASAN=1 under the sanitizers;
+# STRICT=1 also fails on work that an error left stuck (listed).
+oom:
+	tools/install-deps test $(if $(ASAN),asan)
+	tests/oom/run $(if $(ASAN),--asan) $(if $(STRICT),--strict)
 
 # Installs the rock into a temporary tree and requires it from there.
 rock:
