@@ -13,5 +13,7 @@ files["src/defer/ngx.lua"] = {std = "+ngx_lua"}
 files["t/nginx/"] = {std = "+ngx_lua"}
 -- a LÖVE game sets its callbacks in the global love
 files["examples/love/"] = {globals = {"love"}}
+-- the out-of-memory scenarios keep their records in the global T
+files["tests/oom/"] = {globals = {"T"}}
 -- editor definitions: functions without bodies, classes never read
 files["types/"] = {unused_args = false, ignore = {"241"}}

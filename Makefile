@@ -145,6 +145,9 @@ lint:
 	  echo "cppcheck with $$l"; \
 	  $(CPPCHECK) $$(pkg-config --cflags-only-I $$l) src/*.c || exit 1; \
 	done
+	@for f in tests/*/*.c; do \
+	  $(CPPCHECK) $$(pkg-config --cflags-only-I lua5.4) $$f || exit 1; \
+	done
 
 # Installs the module for $(LUA) under PREFIX (default /usr/local), where
 # that Lua looks: lib/lua/<version>/defer.so, share/lua/<version>/defer/.
