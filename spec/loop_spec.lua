@@ -1037,3 +1037,16 @@ describe("the loop at scale", function()
       ("memory grew from %.0f KB to %.0f KB"):format(before, after))
   end)
 end)
+
+describe("loop:run() inside a call of the same loop", function()
+  it("raises an error that says so, and the loop goes on (it used to spin)", function()
+    local loop = defer.new_loop{clock = "manual"}
+    local err, ran = nil, false
+    loop:on_error(function(e) err = e end)
+    loop:call_soon(function() loop:run() end)
+    loop:call_soon(function() ran = true end)
+    loop:run()
+    assert.truthy(tostring(err):find("loop:run() called from inside a call of the same loop", 1, true))
+    assert.is_true(ran)
+  end)
+end)

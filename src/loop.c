@@ -427,6 +427,13 @@ static int loop_stop(lua_State *L) {
 }
 
 /* core.stopped(loop, reset): reads the stop flag, clearing it if asked. */
+/* core.passing(loop): whether a pass of the loop is under way. */
+static int loop_passing(lua_State *L) {
+  Loop *lp = (Loop *)lua_touserdata(L, 1);
+  lua_pushboolean(L, lp->fr.onstack);
+  return 1;
+}
+
 static int loop_stopped(lua_State *L) {
   Loop *lp = (Loop *)lua_touserdata(L, 1);
   lua_pushboolean(L, lp->stopped);
@@ -516,6 +523,7 @@ void dfr_loop_open(lua_State *L, int module, int core) {
       {"ran", loop_ran},               {"now", loop_now},
       {"next_timeout", loop_next_timeout}, {"wait", loop_wait},
       {"advance", loop_advance},       {"stopped", loop_stopped},
+      {"passing", loop_passing},
       {"check_delay", loop_check_delay},
       {NULL, NULL}};
   dfr_engine_kind(DFR_FRAME_LOOP, &pass_kind);

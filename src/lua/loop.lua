@@ -8,6 +8,7 @@ local drive = core.drive
 local now_c, pass, ran = core.now, core.pass, core.ran
 local call_later, next_timeout_c = core.call_later, core.next_timeout
 local wait, advance, stopped = core.wait, core.advance, core.stopped
+local passing = core.passing
 local check_delay = core.check_delay
 local new, is_failure = M.new, M.is_failure
 local type, error = type, error
@@ -47,7 +48,13 @@ function Loop.advance(loop, dt)
   return ran(loop)
 end
 
+-- run() from inside one of the loop's own calls would wait for a pass that
+-- cannot start until that call returns: an error, as Twisted's
+-- ReactorAlreadyRunning.
 function Loop.run(loop)
+  if passing(loop) then
+    error("loop:run() called from inside a call of the same loop (use run_once)", 2)
+  end
   stopped(loop, true)
   while true do
     drive(pass(loop, now(loop), nil))
