@@ -35,7 +35,7 @@ ALL_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden \
              $(WARN) $(CFLAGS) $(LUA_CFLAGS)
 
 .PHONY: all test specs asan valgrind rock clean bench demo print-parts
-.PHONY: test-nginx test-love lint install rockspec gc-stress oom
+.PHONY: test-nginx test-love lint install rockspec gc-stress oom fuzz
 
 all: $(BUILD)/defer.so
 
@@ -116,6 +116,13 @@ gc-stress:
 oom:
 	tools/install-deps test $(if $(ASAN),asan)
 	tests/oom/run $(if $(ASAN),--asan) $(if $(STRICT),--strict)
+
+# The libFuzzer target (tests/fuzz/): SECONDS of fuzzing (default 60) from a
+# copy of the seed corpus; a crash leaves its input under build/fuzz/artifacts/.
+SECONDS ?= 60
+fuzz:
+	tools/install-deps test asan
+	tests/fuzz/run $(SECONDS)
 
 # Installs the rock into a temporary tree and requires it from there.
 rock:
