@@ -4,12 +4,7 @@
 local helpers = require "helpers"
 local has_luv = not helpers.luv_skip and pcall(require, "luv")
 
-local function read(path)
-  local f = assert(io.open(path, "rb"), "run the specs from the repository")
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = helpers.read_file
 
 -- The ```lua blocks of a file: {line = first line of code, code = text}.
 local function blocks(path)

@@ -52,6 +52,35 @@ function helpers.with_unhandled(fn)
   return seen
 end
 
+-- The error value f(...) raises; fails the test when it does not raise.
+function helpers.raised(f, ...)
+  local ok, err = pcall(f, ...)
+  assert(not ok, "expected an error to be raised")
+  return err
+end
+
+-- The failure a deferred ended with; handled from now on, so that it is not
+-- reported as unhandled when the deferred is collected.
+function helpers.failure_of(d)
+  assert(d:state() == "failure", "expected a failed deferred, got " .. d:state())
+  local f = d.result
+  d:add_errback(function() end)
+  return f
+end
+
+function helpers.is_cancelled(f)
+  local defer = require "defer"
+  return defer.is_failure(f) and defer.is_a(f.value, defer.CancelledError)
+end
+
+-- The text of a file of the repository.
+function helpers.read_file(path)
+  local f = assert(io.open(path, "rb"), "run the specs from the repository")
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
 -- Runs the interpreter of this run (DEFER_SPEC_LUA) with the given
 -- arguments and returns its output (stdout and stderr), or nil when the
 -- variable is not set.

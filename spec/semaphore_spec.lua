@@ -7,33 +7,9 @@
 -- Twisted's tests are named in brackets where one is translated.
 local defer = require "defer"
 
-local has_helpers, helpers = pcall(require, "helpers")
-local function scale(n)
-  if has_helpers and type(helpers) == "table" and helpers.scale then
-    return helpers.scale(n)
-  end
-  return n
-end
-
--- The error value f(...) raises; fails the test when it does not raise.
-local function raised(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error to be raised")
-  return err
-end
-
--- The failure a deferred ended with; handled from now on, so that it is not
--- reported as unhandled when the deferred is collected.
-local function failure_of(d)
-  assert.are.equal("failure", d:state())
-  local f = d.result
-  d:add_errback(function() end)
-  return f
-end
-
-local function is_cancelled(f)
-  return defer.is_failure(f) and defer.is_a(f.value, defer.CancelledError)
-end
+local helpers = require "helpers"
+local scale, raised, failure_of, is_cancelled =
+  helpers.scale, helpers.raised, helpers.failure_of, helpers.is_cancelled
 
 -- {tokens, limit, active, waiting}
 local function counts(sem)

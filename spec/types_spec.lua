@@ -2,12 +2,7 @@
 -- the module is defined there, and every name defined there exists.
 local defer = require "defer"
 
-local function read(path)
-  local f = assert(io.open(path, "rb"), "run the specs from the repository")
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read = require("helpers").read_file
 
 -- Parses a definition file: its classes (fields, and methods written as
 -- `function Local:name(` or `Local.name(`), and the functions of `modvar`.
