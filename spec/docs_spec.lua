@@ -2,7 +2,7 @@
 -- of its own, and asserts what the text says.  A block fenced with another
 -- word after "lua" (```lua ngx) needs a host and is skipped.
 local helpers = require "helpers"
-local has_luv = not helpers.luv_skip and pcall(require, "luv")
+local has_luv = pcall(require, "luv")
 
 local read = helpers.read_file
 

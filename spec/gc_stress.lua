@@ -3,6 +3,7 @@
 -- from C, or a callback held only by a collected object, is caught.  A new
 -- cycle starts as soon as one ends (pause 0) and each step does a large
 -- amount of work; on 5.4 a step also comes after every kilobyte allocated.
+require "preload"
 if _VERSION == "Lua 5.4" then
   collectgarbage("incremental", 1, 1000, 10) -- (0 would mean "unchanged")
 else

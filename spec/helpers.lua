@@ -17,11 +17,6 @@ function helpers.scale(n)
   return m
 end
 
--- luv under the collector at its most aggressive crashes inside libuv
--- (uv_tcp_init_ex, a freed handle still on uv's list): the specs that use
--- luv skip there, with this reason.
-helpers.luv_skip = gc_stress and "luv crashes under make gc-stress" or nil
-
 -- The number of entries in the registry, to check that nothing is left
 -- behind by a workload.
 function helpers.registry_count()

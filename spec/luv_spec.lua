@@ -1,8 +1,6 @@
 -- defer.luv: the loop driven from libuv, with real luv timers and sockets on
 -- 127.0.0.1.
-local helpers = require "helpers"
 local have_luv, uv = pcall(require, "luv")
-if helpers.luv_skip then have_luv = false end
 local defer = require "defer"
 
 describe("defer.luv", function()
