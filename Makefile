@@ -34,6 +34,9 @@ LUA_CFLAGS = $(shell pkg-config --cflags $(PKG_$(LUA)))
 ALL_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden \
              $(WARN) $(CFLAGS) $(LUA_CFLAGS)
 
+# $(call build_for,LUAS...): builds the module for each interpreter named
+build_for = @for l in $(1); do $(MAKE) --no-print-directory LUA=$$l all >/dev/null || exit 1; done
+
 .PHONY: all test specs asan valgrind rock clean bench demo print-parts
 .PHONY: test-nginx test-love lint install rockspec gc-stress oom fuzz
 
@@ -62,7 +65,7 @@ print-parts:
 # Every spec under every interpreter; the last line is "N passed, N failed".
 test:
 	tools/install-deps test
-	@for l in $(LUAS); do $(MAKE) --no-print-directory LUA=$$l all >/dev/null || exit 1; done
+	$(call build_for,$(LUAS))
 	tools/run-specs $(LUAS)
 
 # The suite under lua5.4 with the module built with AddressSanitizer and
@@ -88,7 +91,7 @@ asan:
 # definite leak.
 valgrind:
 	tools/install-deps test valgrind
-	@for l in $(LUAS); do $(MAKE) --no-print-directory LUA=$$l all >/dev/null || exit 1; done
+	$(call build_for,$(LUAS))
 	DEFER_SPEC_SLOW=1 DEFER_VALGRIND=1 tools/run-specs $(LUAS)
 
 # The version lives in src/defer.h alone; a release rockspec is made from
@@ -107,7 +110,7 @@ build/defer-$(VERSION)-1.rockspec: rockspec/defer-scm-1.rockspec src/defer.h
 GC_LUAS ?= lua5.4 lua5.1
 gc-stress:
 	tools/install-deps test
-	@for l in $(GC_LUAS); do $(MAKE) --no-print-directory LUA=$$l all >/dev/null || exit 1; done
+	$(call build_for,$(GC_LUAS))
 	DEFER_SPEC_SLOW=1 DEFER_GC_STRESS=1 tools/run-specs $(GC_LUAS)
 
 # Out of memory at every allocation (tests/oom/): no crash, only memory

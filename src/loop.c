@@ -426,7 +426,6 @@ static int loop_stop(lua_State *L) {
   return 0;
 }
 
-/* core.stopped(loop, reset): reads the stop flag, clearing it if asked. */
 /* core.passing(loop): whether a pass of the loop is under way. */
 static int loop_passing(lua_State *L) {
   Loop *lp = (Loop *)lua_touserdata(L, 1);
@@ -434,6 +433,7 @@ static int loop_passing(lua_State *L) {
   return 1;
 }
 
+/* core.stopped(loop, reset): reads the stop flag, clearing it if asked. */
 static int loop_stopped(lua_State *L) {
   Loop *lp = (Loop *)lua_touserdata(L, 1);
   lua_pushboolean(L, lp->stopped);
