@@ -402,9 +402,20 @@ int dfr_deferred_resume(lua_State *L, int top) {
 
 void dfr_deferred_outcome(lua_State *L, int top, int ok, int ridx) {
   dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, top);
-  d->calling = 0;
   lua_pushvalue(L, ridx);
   dfr_deferred_set_result(L, top, ok);
+  d->calling = 0; /* only now: an error in between leaves the call's outcome lost */
+}
+
+/* An error escaped the engine with d on top.  If the outcome of its call was
+** lost (the call could not be made, or its result not stored), the error
+** becomes d's result, as if the call had raised it. */
+void dfr_deferred_abort(lua_State *L, int idx, int eidx) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, idx);
+  if (!d->calling) return;
+  d->calling = 0;
+  dfr_failure_push_safe(L, eidx);
+  store_result(L, idx, d, DFR_FAILURE);
 }
 
 /* ------------------------------------------------------- Lua functions */
@@ -438,7 +449,7 @@ static int d_add(lua_State *L) {
   const char *fname = add_names[mode - 1];
   dfr_Deferred *d = dfr_deferred_check(L, 1, fname);
   dfr_checkfunction(L, 3, 1, fname);
-  luaL_checkstack(L, n + 3, "too many arguments");
+  luaL_checkstack(L, 2 * n + 64, "too many arguments"); /* the driver's room too */
   if (dfr_deferred_runnable(d) && !dfr_deferred_has_entries(d)) {
     /* fired and idle: the call goes straight to the driver, no entry */
     if (!(mode & (d->state == DFR_FAILURE ? 2 : 1))) return 0; /* passes */
@@ -510,11 +521,13 @@ static int d_unpause(lua_State *L) {
 }
 
 /* core.cancel(d): follows the deferreds d waits on to the one to cancel;
-** returns it (nothing when all have fired), its canceller if it has one that
-** must be called first (else false), and its owner when the owner must run
-** after the CancelledError. */
+** returns nothing when all have fired, else it, its canceller if it has one
+** that must be called first (else false), its owner when the owner must run
+** after the CancelledError (else false), and that CancelledError: made
+** first, so that running out of memory changes nothing. */
 static int d_cancel(lua_State *L) {
   dfr_Deferred *d = dfr_deferred_check(L, 1, "cancel");
+  int t;
   lua_settop(L, 1);
   while (d->state != DFR_PENDING && is_waiting(d)) {
     dfr_getslot(L, -1, DFR_D_RESULT);
@@ -522,32 +535,33 @@ static int d_cancel(lua_State *L) {
     d = (dfr_Deferred *)lua_touserdata(L, -1);
   }
   if (d->state != DFR_PENDING) return 0;
-  if (!(d->flags & (DFR_D_CANCELLER | DFR_D_OWNED))) return 1;
-  dfr_getslot(L, -1, DFR_SLOT_BELOW);
+  t = lua_gettop(L);
+  lua_pushboolean(L, 0);
+  lua_pushboolean(L, 0);
+  dfr_failure_push_error(L, "CancelledError", "the Deferred was cancelled");
+  if (!(d->flags & (DFR_D_CANCELLER | DFR_D_OWNED))) return 4;
+  dfr_getslot(L, t, DFR_SLOT_BELOW);
   lua_pushnil(L);
-  dfr_setslot(L, -3, DFR_SLOT_BELOW);
+  dfr_setslot(L, t, DFR_SLOT_BELOW);
   if (d->flags & DFR_D_OWNED) {
     d->flags = (unsigned short)((d->flags & ~DFR_D_OWNED) | DFR_D_HADCANCEL);
-    if (!dfr_engine_kindof(L, -1)->cancel(L, lua_gettop(L), lua_gettop(L) - 1)) {
-      lua_pop(L, 1);
-      return 1;
-    }
-    lua_pushboolean(L, 0);
-    lua_insert(L, -2);
-    return 3;
+    if (dfr_engine_kindof(L, -1)->cancel(L, lua_gettop(L), t))
+      lua_replace(L, t + 2);
+    lua_settop(L, t + 3);
+    return 4;
   }
   d->flags = (unsigned short)((d->flags & ~DFR_D_CANCELLER) | DFR_D_HADCANCEL);
-  return 2;
+  lua_replace(L, t + 1);
+  return 4;
 }
 
-/* core.cancelled(d): after the canceller (if any) ran: errback with a
-** CancelledError unless the canceller fired d. */
+/* core.cancelled(d, owner, failure): after the canceller (if any) ran:
+** errback with the CancelledError unless the canceller fired d. */
 static int d_cancelled(lua_State *L) {
   dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, 1);
   int owner = lua_isuserdata(L, 2) ? 2 : 0;
-  lua_settop(L, 2);
+  lua_settop(L, 3);
   if (d->state == DFR_PENDING) {
-    dfr_failure_push_error(L, "CancelledError", "the Deferred was cancelled");
     dfr_deferred_fire(L, 1, 0);
     if (!(d->flags & DFR_D_HADCANCEL)) d->flags |= DFR_D_SUPPRESS;
   }

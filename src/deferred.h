@@ -107,6 +107,7 @@ DFR_HIDDEN int dfr_deferred_runnable(dfr_Deferred *d);
 
 DFR_HIDDEN int dfr_deferred_resume(lua_State *L, int top);
 DFR_HIDDEN void dfr_deferred_outcome(lua_State *L, int top, int ok, int ridx);
+DFR_HIDDEN void dfr_deferred_abort(lua_State *L, int idx, int eidx);
 
 DFR_HIDDEN void dfr_deferred_open(lua_State *L, int module, int core);
 

@@ -451,7 +451,7 @@ static int list_init(lua_State *L) {
 }
 
 void dfr_dlist_open(lua_State *L, int module, int core) {
-  static const dfr_FrameKind kind = {list_resume, list_outcome, NULL};
+  static const dfr_FrameKind kind = {list_resume, list_outcome, NULL, NULL};
   static const luaL_Reg corefns[] = {
       {"list_new", list_new},       {"list_failure", list_failure},
       {"list_flush", list_flush},   {"list_report", list_report},

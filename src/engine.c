@@ -3,6 +3,16 @@
 ** user function.  One loop serves every frame kind, so a chain a million
 ** deep, a semaphore draining a million waiters or a list hooking a million
 ** children all run on a flat C stack.
+**
+** Every run of that loop is a protected call of the runner, a C closure kept
+** in the registry.  Its upvalue 1 anchors the top of the stack being run, so
+** that when an error escapes the loop (memory ran out; on Lua 5.1-5.3 another
+** object's finalizer raised during an allocation) the stack is not lost with
+** the C frame that held it: it is kept whole as the orphan stack (upvalue 2,
+** a table shared with the driver: [1] its top, or false), the error goes on
+** to the caller, and the next run resumes the orphans below its own frames.
+** So nothing that was on the stack stays stuck: no waiter, no loop pass, no
+** chain is left marked as running with nobody to run it.
 ** SPDX-License-Identifier: MIT
 */
 #include "engine.h"
@@ -11,10 +21,34 @@
 
 static const dfr_FrameKind *kinds[DFR_FRAME_KINDS];
 
+/* The registry key of the runner: its address. */
+static char runner_key = 'r';
+
+#define TOP_ANCHOR lua_upvalueindex(1)
+#define ORPHANS lua_upvalueindex(2)
+
+enum { OP_START, OP_START2, OP_STEP };
+
+/* Room on the Lua stack for a frame's resume, and for the driver to make
+** the call it is handed and report back without growing the stack: growing
+** can fail, and there a call would be lost outside any protection. */
+#define DRIVER_ROOM 64
+
 void dfr_engine_kind(int kind, const dfr_FrameKind *k) { kinds[kind] = k; }
 
 const dfr_FrameKind *dfr_engine_kindof(lua_State *L, int idx) {
   return kinds[((dfr_Frame *)lua_touserdata(L, idx))->kind];
+}
+
+/* The value at idx is the new top: the runner's anchor follows it.  Only
+** inside the runner (resume and outcome hooks run there). */
+static void set_top(lua_State *L, int top, int idx) {
+  lua_pushvalue(L, idx);
+  lua_replace(L, TOP_ANCHOR);
+  if (idx != top) {
+    lua_pushvalue(L, idx);
+    lua_replace(L, top);
+  }
 }
 
 void dfr_engine_push(lua_State *L, int top, int idx) {
@@ -22,8 +56,7 @@ void dfr_engine_push(lua_State *L, int top, int idx) {
   lua_pushvalue(L, top);
   dfr_setslot(L, idx, DFR_SLOT_BELOW);
   fr->onstack = 1;
-  lua_pushvalue(L, idx);
-  lua_replace(L, top);
+  set_top(L, top, idx);
 }
 
 void dfr_engine_replace(lua_State *L, int top, int idx) {
@@ -35,8 +68,7 @@ void dfr_engine_replace(lua_State *L, int top, int idx) {
   dfr_setslot(L, top, DFR_SLOT_BELOW);
   old->onstack = 0;
   fr->onstack = 1;
-  lua_pushvalue(L, idx);
-  lua_replace(L, top);
+  set_top(L, top, idx);
 }
 
 /* Takes the finished frame at top off; returns 0 when the stack is empty. */
@@ -48,77 +80,197 @@ static int pop(lua_State *L, int top) {
     dfr_setslot(L, top, DFR_SLOT_BELOW);
   }
   fr->onstack = 0;
-  if (lua_isnil(L, -1)) return 0;
-  lua_replace(L, top);
+  if (lua_isnil(L, -1)) {
+    lua_replace(L, TOP_ANCHOR);
+    return 0;
+  }
+  set_top(L, top, lua_gettop(L));
   return 1;
 }
 
-int dfr_engine_loop(lua_State *L, int top) {
+/* Runs the stack whose top is at index top (the last stack slot). */
+static int loop(lua_State *L, int top) {
   for (;;) {
     dfr_Frame *fr;
     int r;
     lua_settop(L, top);
+    luaL_checkstack(L, DRIVER_ROOM, "engine");
     fr = (dfr_Frame *)lua_touserdata(L, top);
     r = kinds[fr->kind]->resume(L, top);
     if (r == DFR_CALL) {
+      int n = lua_gettop(L) - top;
+      luaL_checkstack(L, 2 * n + 8, "too many arguments");
       lua_pushvalue(L, top);
       lua_insert(L, top + 1);
-      return lua_gettop(L) - top;
+      return n + 1;
     }
     if (r == DFR_POP && !pop(L, top)) return 0;
   }
 }
 
-int dfr_engine_start(lua_State *L, int idx) {
+/* The frame at idx, about to start a new stack, goes above the orphans, if
+** there are any; nothing here allocates, so it is all or nothing. */
+static void adopt_below(lua_State *L, int idx) {
+  lua_rawgeti(L, ORPHANS, 1);
+  if (lua_toboolean(L, -1)) {
+    dfr_setslot(L, idx, DFR_SLOT_BELOW);
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, ORPHANS, 1);
+  } else {
+    lua_pop(L, 1);
+  }
+}
+
+/* Starts the frame at idx (not on a stack) as the top of a new stack. */
+static int start_at(lua_State *L, int idx) {
   dfr_Frame *fr = (dfr_Frame *)lua_touserdata(L, idx);
-  if (fr->onstack) return 0; /* its stack is already running it */
   lua_pushvalue(L, idx);
+  adopt_below(L, lua_gettop(L));
   fr->onstack = 1;
-  return dfr_engine_loop(L, lua_gettop(L));
+  lua_pushvalue(L, -1);
+  lua_replace(L, TOP_ANCHOR);
+  return loop(L, lua_gettop(L));
+}
+
+/* runner(op, ...): OP_START(frame or nil), OP_START2(base, frame),
+** OP_STEP(top, ok, value).  Returns what the loop hands the driver. */
+static int runner(lua_State *L) {
+  int op = (int)lua_tointeger(L, 1);
+  dfr_Frame *a = (dfr_Frame *)lua_touserdata(L, 2);
+  if (op == OP_STEP) {
+    int ok = lua_toboolean(L, 3);
+    lua_settop(L, 4);
+    lua_pushvalue(L, 2);
+    lua_replace(L, TOP_ANCHOR);
+    if (!ok && !dfr_is_failure(L, 4)) { /* the message handler itself failed */
+      dfr_failure_push_safe(L, 4);
+      lua_replace(L, 4);
+    }
+    kinds[a->kind]->outcome(L, 2, ok, 4);
+    lua_settop(L, 2);
+    return loop(L, 2);
+  }
+  if (op == OP_START2) {
+    dfr_Frame *b = (dfr_Frame *)lua_touserdata(L, 3);
+    if (a != NULL && !a->onstack && b != NULL && !b->onstack) {
+      lua_settop(L, 3);
+      lua_pushvalue(L, 2);
+      adopt_below(L, 4);
+      a->onstack = 1;
+      lua_pushvalue(L, 4);
+      lua_replace(L, TOP_ANCHOR);
+      dfr_engine_push(L, 4, 3);
+      return loop(L, 4);
+    }
+    if (b != NULL && !b->onstack) return start_at(L, 3);
+  }
+  if (a != NULL && !a->onstack) return start_at(L, 2);
+  /* nothing of its own to start (it is on a running stack): the orphans */
+  lua_rawgeti(L, ORPHANS, 1);
+  if (!lua_toboolean(L, -1)) return 0;
+  lua_pushboolean(L, 0);
+  lua_rawseti(L, ORPHANS, 1);
+  lua_pushvalue(L, -1);
+  lua_replace(L, TOP_ANCHOR);
+  return loop(L, lua_gettop(L));
+}
+
+/* The error path: the stack whose top the runner's anchor holds (at aidx,
+** the error below it) joins the orphan stack, its base above the orphans'
+** top.  Nothing here allocates. */
+static void orphan(lua_State *L, int ridx, int aidx) {
+  int t;
+  dfr_Frame *fr = (dfr_Frame *)lua_touserdata(L, aidx);
+  if (fr == NULL || !fr->onstack) return; /* the error came before its start */
+  if (kinds[fr->kind]->abort != NULL) kinds[fr->kind]->abort(L, aidx, aidx - 1);
+  lua_pushvalue(L, aidx); /* find the base */
+  t = lua_gettop(L);
+  for (;;) {
+    dfr_getslot(L, t, DFR_SLOT_BELOW);
+    if (lua_isnil(L, -1)) break;
+    lua_replace(L, t);
+  }
+  lua_pop(L, 1);
+  lua_getupvalue(L, ridx, 2);
+  lua_rawgeti(L, -1, 1);
+  if (lua_toboolean(L, -1)) dfr_setslot(L, t, DFR_SLOT_BELOW);
+  else lua_pop(L, 1);
+  lua_pushvalue(L, aidx);
+  lua_rawseti(L, -2, 1);
+  lua_settop(L, t - 1);
+}
+
+/* Calls the runner with op and the n values on top of the stack (which it
+** replaces with what the runner returns), protected; on an error, keeps the
+** stack it was running as orphans and raises the error again.  The anchor
+** of a run this one is inside (a finalizer's, say) is kept and put back. */
+static int run(lua_State *L, int op, int n) {
+  int first = lua_gettop(L) - n + 1, status;
+  lua_pushlightuserdata(L, &runner_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  lua_insert(L, first);
+  lua_getupvalue(L, first, 1);
+  lua_insert(L, first + 1);
+  lua_pushvalue(L, first);
+  lua_insert(L, first + 2);
+  lua_pushinteger(L, op);
+  lua_insert(L, first + 3);
+  if (op == OP_STEP) { /* the top is ours already: anchored before the call,
+                          which can itself run out of memory */
+    lua_pushvalue(L, first + 4);
+    lua_setupvalue(L, first, 1);
+  }
+  status = lua_pcall(L, n + 1, LUA_MULTRET, 0);
+  if (status != 0) {
+    lua_getupvalue(L, first, 1);
+    orphan(L, first, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  lua_pushvalue(L, first + 1);
+  lua_setupvalue(L, first, 1);
+  if (status != 0) return lua_error(L);
+  lua_remove(L, first);
+  lua_remove(L, first);
+  return lua_gettop(L) - first + 1;
+}
+
+int dfr_engine_start(lua_State *L, int idx) {
+  lua_pushvalue(L, idx);
+  return run(L, OP_START, 1);
 }
 
 int dfr_engine_start2(lua_State *L, int base, int idx) {
-  dfr_Frame *b = base ? (dfr_Frame *)lua_touserdata(L, base) : NULL;
-  dfr_Frame *fr = idx ? (dfr_Frame *)lua_touserdata(L, idx) : NULL;
-  int top;
-  if (b == NULL || b->onstack) return fr ? dfr_engine_start(L, idx) : 0;
-  if (fr == NULL || fr->onstack) return dfr_engine_start(L, base);
-  base = dfr_absindex(L, base);
-  idx = dfr_absindex(L, idx);
-  lua_pushvalue(L, base);
-  top = lua_gettop(L);
-  b->onstack = 1;
-  dfr_engine_push(L, top, idx);
-  return dfr_engine_loop(L, top);
+  if (base) base = dfr_absindex(L, base);
+  if (idx) idx = dfr_absindex(L, idx);
+  if (base) lua_pushvalue(L, base);
+  else lua_pushnil(L);
+  if (idx) lua_pushvalue(L, idx);
+  else lua_pushnil(L);
+  return run(L, OP_START2, 2);
 }
 
 /* step(top, ok, value): the user call the frame at top asked for returned. */
 static int engine_step(lua_State *L) {
-  dfr_Frame *fr = (dfr_Frame *)lua_touserdata(L, 1);
-  int ok = lua_toboolean(L, 2);
   lua_settop(L, 3);
-  if (!ok && !dfr_is_failure(L, 3)) { /* the message handler itself failed */
-    dfr_failure_push(L, 3, 0);
-    lua_replace(L, 3);
-  }
-  kinds[fr->kind]->outcome(L, 1, ok, 3);
-  return dfr_engine_loop(L, 1);
+  return run(L, OP_STEP, 3);
 }
 
-/* core.start(frame): runs a frame that an internal call said must run. */
+/* core.start(frame): runs a frame that an internal call said must run (or,
+** given nothing, the orphans of an earlier error, if any). */
 static int engine_start_frame(lua_State *L) {
   lua_settop(L, 1);
-  return dfr_engine_start(L, 1);
+  return run(L, OP_START, 1);
 }
 
 #if DFR_API_51
 /* PUC Lua 5.1's xpcall passes no arguments; there a yield cannot cross
 ** pcall anyway, so a protected call from C loses nothing.  The driver uses
 ** it only when it is not running on LuaJIT, whose xpcall takes arguments
-** and is yieldable. */
+** and is yieldable.  The handler is an upvalue: pushing a C function
+** allocates on 5.1, and nothing may fail before the call is protected. */
 static int engine_pcall_tb(lua_State *L) {
   int n = lua_gettop(L);
-  lua_pushcfunction(L, dfr_failure_handler);
+  lua_pushvalue(L, lua_upvalueindex(1));
   lua_insert(L, 1);
   if (lua_pcall(L, n - 1, 1, 1) != 0) {
     lua_pushboolean(L, 0);
@@ -132,9 +284,19 @@ static int engine_pcall_tb(lua_State *L) {
 #endif
 
 void dfr_engine_open(lua_State *L, int core) {
-  static const dfr_FrameKind deferred_kind = {dfr_deferred_resume,
-                                              dfr_deferred_outcome, NULL};
+  static const dfr_FrameKind deferred_kind = {
+      dfr_deferred_resume, dfr_deferred_outcome, NULL, dfr_deferred_abort};
   dfr_engine_kind(DFR_FRAME_DEFERRED, &deferred_kind);
+  /* the runner, with the orphans' table it shares with the driver */
+  lua_pushlightuserdata(L, &runner_key);
+  lua_pushnil(L);
+  lua_createtable(L, 1, 0);
+  lua_pushboolean(L, 0);
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, core, "orphans");
+  lua_pushcclosure(L, runner, 2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
   lua_pushcfunction(L, engine_step);
   lua_setfield(L, core, "step");
   lua_pushcfunction(L, engine_start_frame);
@@ -142,7 +304,8 @@ void dfr_engine_open(lua_State *L, int core) {
   lua_pushcfunction(L, dfr_failure_handler);
   lua_setfield(L, core, "handler");
 #if DFR_API_51
-  lua_pushcfunction(L, engine_pcall_tb);
+  lua_pushcfunction(L, dfr_failure_handler);
+  lua_pushcclosure(L, engine_pcall_tb, 1);
   lua_setfield(L, core, "pcall_tb");
 #endif
 }

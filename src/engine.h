@@ -27,6 +27,10 @@ typedef struct dfr_FrameKind {
   ** right after).  Returns whether the owner must then run as a frame (to
   ** wake the waiters behind, say). */
   int (*cancel)(lua_State *L, int oidx, int didx);
+  /* Optional: an error (at eidx) escaped the engine while the frame at idx
+  ** was the top: settle what it was in the middle of, without allocating
+  ** (it is resumed later, from the orphan stack). */
+  void (*abort)(lua_State *L, int idx, int eidx);
 } dfr_FrameKind;
 
 DFR_HIDDEN void dfr_engine_kind(int kind, const dfr_FrameKind *k);
@@ -42,8 +46,6 @@ DFR_HIDDEN int dfr_engine_start(lua_State *L, int idx);
 /* The same with the frame at base below the frame at idx (either may be 0:
 ** absent, or already on a stack). */
 DFR_HIDDEN int dfr_engine_start2(lua_State *L, int base, int idx);
-/* Runs the stack whose top is at index top (the last stack slot). */
-DFR_HIDDEN int dfr_engine_loop(lua_State *L, int top);
 
 /* Lua-visible internals handed to the driver: step, handler, pcall_tb. */
 DFR_HIDDEN void dfr_engine_open(lua_State *L, int core);

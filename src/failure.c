@@ -206,6 +206,31 @@ void dfr_failure_push(lua_State *L, int vidx, int tbidx) {
   lua_setmetatable(L, -2);
 }
 
+/* Registry keys (their addresses): the protected maker of a Failure, and
+** the Failure kept for when memory has run out. */
+static char wrap_key = 'w', nomem_key = 'm';
+
+static int wrap_protected(lua_State *L) {
+  dfr_failure_push(L, 1, 0);
+  return 1;
+}
+
+void dfr_failure_push_safe(lua_State *L, int vidx) {
+  vidx = dfr_absindex(L, vidx);
+  if (dfr_is_failure(L, vidx)) {
+    lua_pushvalue(L, vidx);
+    return;
+  }
+  lua_pushlightuserdata(L, &wrap_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, vidx);
+  if (lua_pcall(L, 1, 1, 0) != 0) {
+    lua_pop(L, 1);
+    lua_pushlightuserdata(L, &nomem_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+  }
+}
+
 void dfr_failure_push_error(lua_State *L, const char *type, const char *msg) {
   dfr_error_push(L, type, "%s", msg);
   dfr_traceback(L, NULL, 1);
@@ -491,4 +516,14 @@ void dfr_failure_open(lua_State *L, int module, int core) {
   lua_pop(L, 1);
   lua_pushcfunction(L, core_traceback);
   lua_setfield(L, dfr_absindex(L, core), "traceback");
+  lua_pushlightuserdata(L, &wrap_key);
+  lua_pushcfunction(L, wrap_protected);
+  lua_rawset(L, LUA_REGISTRYINDEX);
+  lua_pushlightuserdata(L, &nomem_key);
+  lua_pushliteral(L, "not enough memory");
+  dfr_failure_push(L, -1, 0);
+  lua_remove(L, -2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, dfr_absindex(L, core), "nomem");
+  lua_rawset(L, LUA_REGISTRYINDEX);
 }

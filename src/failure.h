@@ -14,6 +14,10 @@ DFR_HIDDEN int dfr_is_failure(lua_State *L, int idx);
 /* Pushes the value at vidx wrapped in a Failure (a Failure stays itself).
 ** The traceback is the string at tbidx, or, when tbidx is 0, none. */
 DFR_HIDDEN void dfr_failure_push(lua_State *L, int vidx, int tbidx);
+/* The same without a traceback, and never raising: when memory has run
+** out it pushes a Failure made in advance for that ("not enough memory").
+** For the engine's error paths, where a Failure must be had. */
+DFR_HIDDEN void dfr_failure_push_safe(lua_State *L, int vidx);
 /* Pushes a new error object of the built-in type `type` with a message. */
 DFR_HIDDEN void dfr_error_push(lua_State *L, const char *type,
                                const char *fmt, ...);

@@ -513,7 +513,7 @@ static int f_new_loop(lua_State *L) {
 }
 
 void dfr_loop_open(lua_State *L, int module, int core) {
-  static const dfr_FrameKind pass_kind = {pass_resume, pass_outcome, NULL};
+  static const dfr_FrameKind pass_kind = {pass_resume, pass_outcome, NULL, NULL};
   static const luaL_Reg methods[] = {
       {"call_soon", loop_call_soon}, {"pending", loop_pending},
       {"stop", loop_stop},           {"on_error", loop_on_error},

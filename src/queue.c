@@ -159,7 +159,7 @@ static int f_queue(lua_State *L) {
 }
 
 void dfr_queue_open(lua_State *L, int module, int core) {
-  static const dfr_FrameKind kind = {queue_resume, queue_outcome, queue_cancel};
+  static const dfr_FrameKind kind = {queue_resume, queue_outcome, queue_cancel, NULL};
   static const luaL_Reg methods[] = {{"get", queue_get}, {NULL, NULL}};
   dfr_engine_kind(DFR_FRAME_QUEUE, &kind);
   dfr_newclass(L, DFR_QUEUE_MT, methods, queue_index, queue_tostring, core);

@@ -135,13 +135,11 @@ static int release_entry(lua_State *L, int top, int a) {
 
 /* ---------------------------------------------------------- methods */
 
-/* Pushes a new waiter for n tokens and queues it. */
-static dfr_Deferred *enqueue(lua_State *L, Sem *s, lua_Integer n) {
-  dfr_Deferred *w = dfr_deferred_new_owned(L, 1);
-  w->aux = (int)n;
+/* Queues the waiter on top (for w->aux tokens): the last step, so that a
+** memory error before it leaves no waiter half made in the ring. */
+static void enqueue(lua_State *L, Sem *s) {
   dfr_ring_push(L, 1, S_WAITERS, &s->waiters, -1);
   s->waiting++;
-  return w;
 }
 
 static int sem_acquire(lua_State *L) {
@@ -149,13 +147,14 @@ static int sem_acquire(lua_State *L) {
   lua_Integer n = s->is_lock ? 1 : check_n(L, s, 2, "acquire");
   lua_settop(L, 1);
   if (s->waiting == 0 && n <= free_tokens(s)) {
+    dfr_deferred_new(L); /* first: running out of memory takes no token */
     s->active += n;
-    dfr_deferred_new(L);
     lua_pushvalue(L, 1);
     dfr_deferred_fire(L, -2, 1);
     return 1;
   }
-  enqueue(L, s, n);
+  dfr_deferred_new_owned(L, 1)->aux = (int)n;
+  enqueue(L, s);
   return 1;
 }
 
@@ -178,8 +177,11 @@ static int sem_release(lua_State *L) {
   return dfr_engine_start(L, 1);
 }
 
-/* core.take(sem, f): a token for a run now, if one is free and nobody waits.
-** The hot path: its upvalues are the two metatables, to check self cheaply. */
+/* core.take(sem, f): a token for a run now, if one is free and nobody waits:
+** then the run's deferred, made before the token is taken (so that running
+** out of memory here takes nothing), with room on the stack for the call.
+** The hot path: its upvalues are the two metatables and the Deferred's, to
+** check self cheaply. */
 static int sem_take(lua_State *L) {
   Sem *s = (Sem *)lua_touserdata(L, 1);
   int ok = 0;
@@ -191,45 +193,68 @@ static int sem_take(lua_State *L) {
   if (!ok) dfr_selferror(L, "run", "Semaphore");
   dfr_checkfunction(L, 2, 1, "run");
   if (s->waiting == 0 && s->active < s->limit) {
+    luaL_checkstack(L, 64, "too many arguments");
+    dfr_deferred_new_mt(L, lua_upvalueindex(3));
     s->active++;
     s->started++;
-    lua_pushboolean(L, 1);
   } else {
     lua_pushboolean(L, 0);
   }
   return 1;
 }
 
-/* core.ran(sem, ok, value): the function of a run that had its token ran;
-** returns the run's deferred, and a frame when one must run now (the
-** semaphore to wake waiters, or the deferred): the driver then calls
-** core.start on it.  Internal: sem is trusted. */
+/* Makes the run's deferred r (at 1) wait on the deferred x (at 2) that its
+** function returned, or take x's result; protected: it may run out of
+** memory. */
+static int link_task(lua_State *L) {
+  lua_settop(L, 2);
+  dfr_deferred_set_result(L, 1, 1);
+  return 0;
+}
+
+/* core.ran(sem, r, ok, value): the function of a run that had its token ran
+** (r: the deferred take made); returns a frame when one must run now (the
+** semaphore to wake waiters, or r): the driver then calls core.start on it.
+** Nothing here can leave the token taken: a task whose deferred cannot be
+** made to follow the one it returned (memory ran out) has failed, with the
+** memory error.  Internal: sem and r are trusted. */
 static int sem_ran(lua_State *L) {
   Sem *s = (Sem *)lua_touserdata(L, 1);
-  int ok = lua_toboolean(L, 2);
-  lua_settop(L, 3);
-  if (ok && dfr_deferred_test(L, 3)) { /* the task goes on: release later */
-    dfr_Deferred *r = dfr_deferred_new(L);
-    lua_pushvalue(L, 1);
-    lua_pushinteger(L, 1);
-    dfr_deferred_add(L, 4, DFR_E_RELEASE, 2);
-    r->flags |= DFR_D_TASK | DFR_D_ACQUIRED;
-    r->state = DFR_SUCCESS;
-    lua_pushvalue(L, 3);
-    dfr_deferred_set_result(L, 4, 1);
-    if (!dfr_deferred_runnable(r)) return 1;
-    lua_settop(L, 4);
+  dfr_Deferred *r = (dfr_Deferred *)lua_touserdata(L, 2);
+  int ok = lua_toboolean(L, 3);
+  lua_settop(L, 4);
+  if (ok && dfr_deferred_test(L, 4)) { /* the task goes on: release later */
+    int status;
+    lua_pushcfunction(L, link_task);
+    lua_pushvalue(L, 2);
     lua_pushvalue(L, 4);
-    return 2;
+    r->state = DFR_SUCCESS;
+    status = lua_pcall(L, 2, 0, 0);
+    if (status == 0) {
+      lua_pushvalue(L, 1);
+      lua_pushinteger(L, 1);
+      dfr_deferred_add(L, 2, DFR_E_RELEASE, 2); /* inline: nothing to fail */
+      r->flags |= DFR_D_TASK | DFR_D_ACQUIRED;
+      if (!dfr_deferred_runnable(r)) return 0;
+      lua_pushvalue(L, 2);
+      return 1;
+    }
+    r->state = DFR_PENDING;
+    ok = 0;
+    lua_replace(L, 4);
+  }
+  if (!ok && !dfr_is_failure(L, 4)) { /* not made by the handler: memory */
+    dfr_failure_push_safe(L, 4);
+    lua_replace(L, 4);
   }
   s->finished++;
-  if (!ok || dfr_is_failure(L, 3)) s->failed++;
-  dfr_deferred_new_mt(L, lua_upvalueindex(1));
-  lua_pushvalue(L, 3);
+  if (!ok || dfr_is_failure(L, 4)) s->failed++;
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 4);
   dfr_deferred_fired_(L, ok);
-  if (!give(L, 1, s, 1)) return 1;
+  if (!give(L, 1, s, 1)) return 0;
   lua_pushvalue(L, 1);
-  return 2;
+  return 1;
 }
 
 /* core.queue_run(sem, f, ...): a run that must wait for its token. */
@@ -238,7 +263,8 @@ static int sem_queue_run(lua_State *L) {
   int n = lua_gettop(L), i;
   dfr_Deferred *w;
   luaL_checkstack(L, n + 4, "too many arguments");
-  w = enqueue(L, s, 1);
+  w = dfr_deferred_new_owned(L, 1);
+  w->aux = 1;
   w->flags |= DFR_D_TASK;
   /* room for this entry, the RELEASE below and one more (a list's, or the
   ** caller's callback): the table is made once, not grown twice */
@@ -250,6 +276,7 @@ static int sem_queue_run(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_pushinteger(L, 1);
   dfr_deferred_add(L, n + 1, DFR_E_RELEASE, 2);
+  enqueue(L, s);
   return 1;
 }
 
@@ -328,7 +355,7 @@ static int f_lock(lua_State *L) {
 }
 
 void dfr_semaphore_open(lua_State *L, int module, int core) {
-  static const dfr_FrameKind kind = {sem_resume, sem_outcome, sem_cancel};
+  static const dfr_FrameKind kind = {sem_resume, sem_outcome, sem_cancel, NULL};
   static const luaL_Reg methods[] = {
       {"acquire", sem_acquire}, {"stats", sem_stats}, {NULL, NULL}};
   static const luaL_Reg lock_methods[] = {
@@ -348,10 +375,10 @@ void dfr_semaphore_open(lua_State *L, int module, int core) {
   dfr_setfuncs(L, corefns, 0);
   dfr_getmt(L, DFR_SEM_MT);
   dfr_getmt(L, DFR_LOCK_MT);
-  lua_pushcclosure(L, sem_take, 2);
-  lua_setfield(L, -2, "sem_take");
   dfr_getmt(L, DFR_DEFERRED_MT);
-  lua_pushcclosure(L, sem_ran, 1);
+  lua_pushcclosure(L, sem_take, 3);
+  lua_setfield(L, -2, "sem_take");
+  lua_pushcfunction(L, sem_ran);
   lua_setfield(L, -2, "sem_ran");
   lua_pop(L, 1);
   lua_pushcfunction(L, f_semaphore);

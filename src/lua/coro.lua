@@ -10,12 +10,15 @@ local running, status = coroutine.running, coroutine.status
 local new, failure, is_failure = M.new, M.failure, M.is_failure
 local is_deferred, checkfunction = core.is_deferred, core.checkfunction
 local take, traceback = core.take, core.traceback
-local select, error, type = select, error, type
+local select, error, type, pcall = select, error, type, pcall
 
 local AWAIT = {} -- what await yields, so a stray yield is told apart
 local spawned = setmetatable({}, {__mode = "k"}) -- coroutine -> state
 
 local finish
+local nomem = core.nomem
+
+local function failure_of(err, co) return failure(err, traceback(co)) end
 
 -- Resumes the coroutine of st with the given values and handles what it
 -- does next: finish, or wait for the deferred it awaits.
@@ -37,7 +40,12 @@ function finish(st, co, ok, ...)
   local d = st.result
   if ok then return d:callback((...)) end
   local err = ...
-  if not is_failure(err) then err = failure(err, traceback(co)) end
+  if not is_failure(err) then
+    -- when memory has run out, the Failure kept for that (the deferred
+    -- must fail even then)
+    local made, f = pcall(failure_of, err, co)
+    err = made and f or nomem
+  end
   return d:errback(err)
 end
 
@@ -82,7 +90,13 @@ function M.await(d)
       -- a stale await (its yield failed: PUC 5.1 inside pcall) leaves r be
       if st.awaiting ~= d or status(co) ~= "suspended" then return r end
       st.awaiting = nil
-      step(st, r)
+      local resumed, e = pcall(step, st, r)
+      if not resumed then
+        -- it could not be resumed (memory ran out): it will not be, so its
+        -- deferred fails rather than wait forever
+        spawned[co] = nil
+        if not st.result.called then st.result:errback(is_failure(e) and e or nomem) end
+      end
       return nil -- the coroutine consumed the result
     end)
     v = yield(AWAIT) -- resumed by the callback above with the result

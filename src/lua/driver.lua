@@ -18,16 +18,25 @@ else
 end
 
 -- drive(top, f, ...): run f(...) for the frame top, report, take the next.
+-- When there is nothing to run, the orphans of an error that escaped the
+-- engine earlier (engine.c) are resumed.
 local drive
+local orphans, start = core.orphans, core.start
 if call == core.pcall_tb then
   local pcall_tb = core.pcall_tb
   drive = function(top, f, ...)
-    if top == nil then return end
+    if top == nil then
+      if orphans[1] then return drive(start()) end
+      return
+    end
     return drive(step(top, pcall_tb(f, ...)))
   end
 else
   drive = function(top, f, ...)
-    if top == nil then return end
+    if top == nil then
+      if orphans[1] then return drive(start()) end
+      return
+    end
     return drive(step(top, xpcall(f, handler, ...)))
   end
 end
@@ -61,9 +70,9 @@ function D.unpause(d) drive(unpause(d)) return d end
 -- The canceller runs here, unprotected: if it raises, the error goes to the
 -- caller of cancel() and the deferred stays pending (as in Twisted).
 function D.cancel(d)
-  local target, canceller, owner = cancel(d)
+  local target, canceller, owner, err = cancel(d)
   if canceller then canceller(target) end
-  if target ~= nil then return drive(cancelled(target, owner)) end
+  if target ~= nil then return drive(cancelled(target, owner, err)) end
 end
 
 function M.maybe(f, ...)

@@ -52,6 +52,7 @@ end
 -- cannot start until that call returns: an error, as Twisted's
 -- ReactorAlreadyRunning.
 function Loop.run(loop)
+  drive() -- first the orphans of an earlier error, which may hold this loop
   if passing(loop) then
     error("loop:run() called from inside a call of the same loop (use run_once)", 2)
   end

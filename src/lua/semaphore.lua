@@ -11,12 +11,14 @@ local type, error, tostring = type, error, tostring
 local start = core.start
 
 -- run(f, ...): with a free token and nobody waiting, f runs now, here;
--- ran() gives the run's deferred, and a frame when one must run now.
+-- take() gives the run's deferred, ran() settles it and gives a frame when
+-- one must run now.
 local run
 if core.pcall_tb and not jit then -- PUC 5.1
   run = function(sem, f, ...)
-    if take(sem, f) then
-      local d, frame = ran(sem, call(f, ...))
+    local d = take(sem, f)
+    if d then
+      local frame = ran(sem, d, call(f, ...))
       if frame then drive(start(frame)) end
       return d
     end
@@ -25,8 +27,9 @@ if core.pcall_tb and not jit then -- PUC 5.1
 else
   local xpcall, handler = xpcall, core.handler
   run = function(sem, f, ...)
-    if take(sem, f) then
-      local d, frame = ran(sem, xpcall(f, handler, ...))
+    local d = take(sem, f)
+    if d then
+      local frame = ran(sem, d, xpcall(f, handler, ...))
       if frame then drive(start(frame)) end
       return d
     end
