@@ -139,9 +139,7 @@ static int runner(lua_State *L) {
   dfr_Frame *a = (dfr_Frame *)lua_touserdata(L, 2);
   if (op == OP_STEP) {
     int ok = lua_toboolean(L, 3);
-    lua_settop(L, 4);
-    lua_pushvalue(L, 2);
-    lua_replace(L, TOP_ANCHOR);
+    lua_settop(L, 4); /* run() anchored the top before the call */
     if (!ok && !dfr_is_failure(L, 4)) { /* the message handler itself failed */
       dfr_failure_push_safe(L, 4);
       lua_replace(L, 4);
@@ -200,38 +198,35 @@ static void orphan(lua_State *L, int ridx, int aidx) {
   lua_settop(L, t - 1);
 }
 
-/* Calls the runner with op and the n values on top of the stack (which it
-** replaces with what the runner returns), protected; on an error, keeps the
-** stack it was running as orphans and raises the error again.  The anchor
-** of a run this one is inside (a finalizer's, say) is kept and put back. */
+/* Calls the runner with op and copies of the n values on top of the stack,
+** protected, and leaves what it returns on top (the count is returned; what
+** lies below stays, as every caller returns the count to Lua).  On an error,
+** keeps the stack it was running as orphans and raises the error again.  The
+** anchor of a run this one is inside (a finalizer's, say) is kept and put
+** back.  Copies, not moves: shifting values costs more than copying them. */
 static int run(lua_State *L, int op, int n) {
-  int first = lua_gettop(L) - n + 1, status;
+  int first = lua_gettop(L) - n + 1, base = first + n, i, status;
   lua_pushlightuserdata(L, &runner_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
-  lua_insert(L, first);
-  lua_getupvalue(L, first, 1);
-  lua_insert(L, first + 1);
-  lua_pushvalue(L, first);
-  lua_insert(L, first + 2);
+  lua_getupvalue(L, base, 1); /* the anchor to put back, at base + 1 */
+  lua_pushvalue(L, base);
   lua_pushinteger(L, op);
-  lua_insert(L, first + 3);
+  for (i = 0; i < n; i++) lua_pushvalue(L, first + i);
   if (op == OP_STEP) { /* the top is ours already: anchored before the call,
                           which can itself run out of memory */
-    lua_pushvalue(L, first + 4);
-    lua_setupvalue(L, first, 1);
+    lua_pushvalue(L, first);
+    lua_setupvalue(L, base, 1);
   }
   status = lua_pcall(L, n + 1, LUA_MULTRET, 0);
   if (status != 0) {
-    lua_getupvalue(L, first, 1);
-    orphan(L, first, lua_gettop(L));
+    lua_getupvalue(L, base, 1);
+    orphan(L, base, lua_gettop(L));
     lua_pop(L, 1);
   }
-  lua_pushvalue(L, first + 1);
-  lua_setupvalue(L, first, 1);
+  lua_pushvalue(L, base + 1);
+  lua_setupvalue(L, base, 1);
   if (status != 0) return lua_error(L);
-  lua_remove(L, first);
-  lua_remove(L, first);
-  return lua_gettop(L) - first + 1;
+  return lua_gettop(L) - base - 1;
 }
 
 int dfr_engine_start(lua_State *L, int idx) {
