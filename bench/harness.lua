@@ -142,6 +142,22 @@ local function run_job(j)
   if type(s.list) == "string" and j.kind == "defer" then j.listnote = s.list end
 end
 
+-- What fresh memory costs here: a workload's time includes the first touch
+-- of every page its tasks fill, and on some virtual machines that is most
+-- of it.  string.rep of 64 MiB touches 128 MiB of fresh pages (its buffer,
+-- then the string), median of 3.
+local function page_cost()
+  local size, t = 64 * 1024 * 1024, {}
+  for r = 1, 3 do
+    local c = os.clock()
+    t[r] = #string.rep("x", size) > 0 and os.clock() - c
+    collectgarbage()
+  end
+  table.sort(t)
+  return t[2] / (2 * size / 4096) * 1e6
+end
+local page_us = page_cost()
+
 local t_start = now()
 log("%s mode: %d rounds, %d measurements per round", QUICK and "QUICK" or "full", ROUNDS, #joblist)
 for r = 1, ROUNDS do
@@ -290,6 +306,8 @@ print(string.format("  %s | %s | %s",
   has_twisted and version(PY .. " -c 'import sys, twisted; print(\"CPython\","
     .. " sys.version.split()[0], \"Twisted\", twisted.__version__)'")
     or "Twisted: not installed"))
+print(string.format("  fresh memory on this machine: %.2f us per 4 KiB page on first touch"
+  .. " (%.2f ns per byte), paid by every workload for the bytes its tasks take", page_us, page_us * 1000 / 4096))
 print("  ns per task (lower is better); ratios: Tw/d = Twisted / defer, nv/d = naive / defer"
   .. " (above 1: defer faster), d/fl = defer / floor (cost over a bare loop)")
 if listnote == "fallback" then
