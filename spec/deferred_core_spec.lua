@@ -248,6 +248,31 @@ describe("a Deferred", function()
       assert.is_true(defer.is_a(err, defer.AlreadyCalledError))
     end)
 
+    it("raises on deferreds that wait on each other in a cycle, and changes nothing", function()
+      -- d -> a -> b -> c -> a: each callback returns the next, pending
+      local a, b, c, d = defer.new(), defer.new(), defer.new(), defer.new()
+      a:add_callback(function() return b end)
+      b:add_callback(function() return c end)
+      c:add_callback(function() return a end)
+      d:add_callback(function() return a end)
+      a:callback(1)
+      b:callback(2)
+      c:callback(3)
+      d:callback(4)
+      local function look()
+        local t = {}
+        for i, x in ipairs({a, b, c, d}) do t[i] = {x:state(), x.called, x.paused} end
+        return t
+      end
+      local before = look()
+      assert.are.same({"pending", true, 1}, before[1]) -- fired, waiting
+      for _, x in ipairs({d, a, c}) do
+        local err = errmsg(x.cancel, x)
+        assert.matches("'cancel'.*cycle", tostring(err))
+      end
+      assert.are.same(before, look())
+    end)
+
     it("keeps the same failure on a second cancel (test_noCancellerMultipleCancel)", function()
       local d = defer.new()
       d:cancel()

@@ -268,6 +268,40 @@ describe("sem:release([n])", function()
   end
 end)
 
+describe("a waiter fired by hand", function()
+  -- a waiter is the semaphore's or the queue's to fire: by hand it would be
+  -- served without its tokens (or value) and still be counted as waiting
+  it("raises, names the call and changes nothing (acquire, queued run, queue get)", function()
+    local sem = defer.semaphore(1)
+    sem:acquire()
+    local q = defer.queue()
+    local waiters = {sem:acquire(), sem:run(function() return "ran" end), q:get()}
+    local before = stats7(sem)
+    for _, w in ipairs(waiters) do
+      for _, call in ipairs({
+        function() w:callback("x") end,
+        function() w:errback("x") end,
+        function() defer.new():chain(w) end,
+      }) do
+        local err = tostring(raised(call))
+        assert.matches("'[a-z]+' on a Deferred that a semaphore, lock or queue will fire", err)
+        assert.is_false(w.called)
+      end
+    end
+    assert.are.same(before, stats7(sem))
+    assert.are.equal(1, q.waiting)
+    -- they are still served, in order, and can still be cancelled
+    sem:release()
+    assert.are.equal(sem, waiters[1].result)
+    sem:release()
+    assert.are.equal("ran", waiters[2].result)
+    waiters[3]:cancel()
+    assert.is_true(is_cancelled(failure_of(waiters[3])))
+    assert.are.equal(0, q.waiting)
+    assert.are.same({1, 1, 0, 0}, counts(sem))
+  end)
+end)
+
 describe("cancelling an acquire", function()
   it("fails a pending acquire with a CancelledError at once (test_cancelSemaphoreBeforeAcquired)", function()
     local sem = defer.semaphore(1)

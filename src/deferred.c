@@ -428,10 +428,18 @@ static int checkvalue(lua_State *L, int idx, const char *fname) {
 }
 
 /* core.fire(d, value, is_errback) */
+/* A waiter that a semaphore, lock or queue holds is theirs to fire: fired by
+** hand it would be served without its tokens or value and still counted. */
+static void check_not_owned(lua_State *L, dfr_Deferred *d, const char *fname) {
+  if ((d->flags & DFR_D_OWNED) && d->state == DFR_PENDING)
+    dfr_error(L, "calling '%s' on a Deferred that a semaphore, lock or queue "
+                 "will fire (cancel it to stop waiting%s)", fname, "");
+}
+
 static int d_fire(lua_State *L) {
   int err = lua_toboolean(L, 3);
   const char *fname = err ? "errback" : "callback";
-  dfr_deferred_check(L, 1, fname);
+  check_not_owned(L, dfr_deferred_check(L, 1, fname), fname);
   if (err && lua_isnoneornil(L, 2))
     dfr_argerror(L, 1, fname, "error value", 2);
   checkvalue(L, 2, fname);
@@ -493,6 +501,7 @@ static int d_add2(lua_State *L) {
 static int d_chain(lua_State *L) {
   dfr_deferred_check(L, 1, "chain");
   if (!dfr_deferred_test(L, 2)) dfr_argerror(L, 1, "chain", "Deferred", 2);
+  check_not_owned(L, dfr_deferred_test(L, 2), "chain");
   if (lua_rawequal(L, 1, 2))
     return dfr_error(L, "bad argument #1 to '%s' (a Deferred cannot be "
                         "chained to itself%s)", "chain", "");
@@ -528,11 +537,21 @@ static int d_unpause(lua_State *L) {
 static int d_cancel(lua_State *L) {
   dfr_Deferred *d = dfr_deferred_check(L, 1, "cancel");
   int t;
+  dfr_Deferred *mark = d; /* Brent's cycle check: no walk goes on forever */
+  unsigned long steps = 0, power = 1;
   lua_settop(L, 1);
   while (d->state != DFR_PENDING && is_waiting(d)) {
     dfr_getslot(L, -1, DFR_D_RESULT);
     lua_remove(L, -2);
     d = (dfr_Deferred *)lua_touserdata(L, -1);
+    if (d == mark)
+      return dfr_error(L, "calling '%s' on a Deferred that waits on a cycle of "
+                          "Deferreds waiting on each other%s", "cancel", "");
+    if (++steps == power) {
+      mark = d;
+      power <<= 1;
+      steps = 0;
+    }
   }
   if (d->state != DFR_PENDING) return 0;
   t = lua_gettop(L);
