@@ -552,6 +552,22 @@ describe("loop:sleep", function()
     assert.is_nil(loop:next_timeout())
   end)
 
+  it("is fired by the loop with no call: nothing is reported, and one fired by hand is left be", function()
+    local loop = manual()
+    local errors = 0
+    loop:on_error(function() errors = errors + 1 end)
+    local a, b = loop:sleep(1), loop:sleep(1)
+    b:callback("early")
+    local order = {}
+    a:add_callback(function() order[#order + 1] = "a" end)
+    loop:call_later(1, function() order[#order + 1] = "call" end)
+    assert.are.equal(3, loop:advance(1)) -- a's, b's (left be) and the call
+    assert.are.same({"a", "call"}, order)
+    assert.are.equal("early", b.result)
+    assert.are.equal(0, errors)
+    assert.are.equal(0, loop:pending())
+  end)
+
   it("gives a Deferred that fails with a CancelledError when cancelled", function()
     local loop = manual()
     local d = loop:sleep(1)
@@ -790,6 +806,22 @@ describe("loop:on_error", function()
     -- the handler's own error goes to stderr (see the specs below)
     loop:run_once()
     assert.are.same({"next"}, list)
+  end)
+
+  it("is called again at the next pass when it ran out of memory, and pending() counts that", function()
+    local loop = manual()
+    local got, short = {}, true
+    loop:on_error(function(err)
+      if short then short = false error("not enough memory", 0) end
+      got[#got + 1] = err
+    end)
+    loop:call_soon(function() error("x", 0) end)
+    loop:run_once()
+    assert.are.same({}, got)
+    assert.are.equal(1, loop:pending()) -- the report waits
+    loop:run_once()
+    assert.are.same({"x"}, got)
+    assert.are.equal(0, loop:pending())
   end)
 
   it("belongs to its loop: another loop keeps its own handler", function()

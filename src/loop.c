@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "deferred.h"
 #include "engine.h"
 #include "failure.h"
 #include "loop.h"
@@ -23,6 +24,10 @@
 #define DEFAULT_LOOP_KEY "defer.default_loop"
 
 enum { CLOCK_MONO, CLOCK_MANUAL, CLOCK_FUNC };
+
+/* An error waiting for on_error: reported before the next call, or at the
+** next pass (when memory ran out reporting it: not again at once). */
+enum { ERR_NONE, ERR_NOW, ERR_NEXT };
 
 /* loop user values */
 enum { L_BELOW = DFR_SLOT_BELOW, L_RING, L_TIMERS, L_ONERROR, L_CLOCK, L_ERR,
@@ -36,11 +41,14 @@ typedef struct Handle {
   int heap;  /* index in the heap, -1 when not there */
   int nargs;
   unsigned char active, timer;
+  unsigned char fires; /* a sleep's timer: its function slot is a deferred */
 } Handle;
 
 typedef struct Loop {
   dfr_Frame fr;
-  unsigned char clock, stopped, error_pending, in_handler;
+  unsigned char clock, stopped, in_handler;
+  unsigned char calling;       /* a loop call is handed out to the driver */
+  unsigned char error_pending; /* L_ERR waits for on_error: ERR_NOW or ERR_NEXT */
   double now;             /* the manual clock; the time the pass began */
   dfr_Ring ready;          /* ready handles, slot L_RING */
   int live;               /* ready handles not cancelled */
@@ -196,16 +204,17 @@ static int loop_call_soon(lua_State *L) {
   return 1;
 }
 
-/* core.call_later(loop, now, seconds, f, ...) */
-static int loop_call_later(lua_State *L) {
-  Loop *lp = check_loop(L, "call_later");
+/* A timer for the loop at 1 (at time 2 + delay 3) with the function (or a
+** sleep's deferred) and arguments at 4..top. */
+static Handle *new_timer(lua_State *L, Loop *lp) {
   Handle *h;
-  check_delay(L, 3, "call_later");
-  dfr_checkfunction(L, 4, 2, "call_later");
   if (lp->hn == lp->hcap) {
     int cap = lp->hcap ? lp->hcap * 2 : 64;
     Handle **p = (Handle **)realloc(lp->heap, (size_t)cap * sizeof *p);
-    if (p == NULL) return luaL_error(L, "not enough memory");
+    if (p == NULL) {
+      luaL_error(L, "not enough memory");
+      return NULL;
+    }
     lp->heap = p;
     lp->hcap = cap;
   }
@@ -216,6 +225,23 @@ static int loop_call_later(lua_State *L) {
   anchor(L, 1, h, -1);
   lp->heap[lp->hn++] = h;
   sift_up(lp, lp->hn - 1);
+  return h;
+}
+
+/* core.call_later(loop, now, seconds, f, ...) */
+static int loop_call_later(lua_State *L) {
+  Loop *lp = check_loop(L, "call_later");
+  check_delay(L, 3, "call_later");
+  dfr_checkfunction(L, 4, 2, "call_later");
+  new_timer(L, lp);
+  return 1;
+}
+
+/* core.sleep_timer(loop, now, seconds, d): the timer of loop:sleep, which
+** fires d itself when due (internal: loop and d are trusted). */
+static int loop_sleep_timer(lua_State *L) {
+  lua_settop(L, 4);
+  new_timer(L, (Loop *)lua_touserdata(L, 1))->fires = 1;
   return 1;
 }
 
@@ -256,20 +282,31 @@ static int handle_tostring(lua_State *L) {
 
 /* ---------------------------------------------------------------- pass */
 
+/* A sleep's timer is due (its handle on top): its deferred fires here, with
+** no call to make (nothing allocates: running out of memory cannot lose
+** it), and its chain runs above the pass.  One fired by hand is left be. */
+static int fire_sleep(lua_State *L, int top, Handle *h) {
+  int hidx = lua_gettop(L);
+  dfr_getslot(L, hidx, H_FUNC);
+  retire(L, hidx, h);
+  if (((dfr_Deferred *)lua_touserdata(L, -1))->state != DFR_PENDING) return DFR_NEXT;
+  lua_pushnil(L);
+  if (dfr_deferred_fire(L, hidx + 1, 1)) dfr_engine_push(L, top, hidx + 1);
+  return DFR_NEXT;
+}
+
 /* The pass frame: first the calls queued when it began, then the timers due
 ** at its start, all within the budget; an error goes to on_error first. */
 static int pass_resume(lua_State *L, int top) {
   Loop *lp = (Loop *)lua_touserdata(L, top);
-  if (lp->error_pending) {
-    lp->error_pending = 0;
+  if (lp->error_pending == ERR_NOW) { /* the error stays until reported */
+    lp->error_pending = ERR_NONE;
     lp->in_handler = 1;
     dfr_getslot(L, top, L_ONERROR);
     dfr_getslot(L, top, L_ERR);
     lua_getfield(L, -1, "traceback");
     lua_getfield(L, -2, "value");
     lua_replace(L, -3);
-    lua_pushnil(L);
-    dfr_setslot(L, top, L_ERR);
     return DFR_CALL;
   }
   while (lp->budget != 0) {
@@ -297,18 +334,34 @@ static int pass_resume(lua_State *L, int top) {
     }
     lp->budget--;
     lp->ran++;
+    if (h->fires) return fire_sleep(L, top, h);
     push_call(L, lua_gettop(L), h);
     lua_remove(L, top + 1);
+    lp->calling = 1;
     return DFR_CALL;
   }
   heap_shrink(L, top, lp);
   return DFR_POP;
 }
 
+/* Whether the Failure at idx is Lua's memory error. */
+static int is_nomem(lua_State *L, int idx) {
+  int r;
+  lua_getfield(L, idx, "value");
+  r = lua_type(L, -1) == LUA_TSTRING &&
+      strcmp(lua_tostring(L, -1), "not enough memory") == 0;
+  lua_pop(L, 1);
+  return r;
+}
+
 static void pass_outcome(lua_State *L, int top, int ok, int ridx) {
   Loop *lp = (Loop *)lua_touserdata(L, top);
   if (lp->in_handler) {
     lp->in_handler = 0;
+    if (!ok && is_nomem(L, ridx)) { /* the report is made again next pass */
+      lp->error_pending = ERR_NEXT;
+      return;
+    }
     if (!ok) {
       lua_getfield(L, ridx, "value");
       fprintf(stderr, "defer: error in the loop's error handler: %s\n",
@@ -316,12 +369,33 @@ static void pass_outcome(lua_State *L, int top, int ok, int ridx) {
       fflush(stderr);
       lua_pop(L, 1);
     }
+    lua_pushnil(L);
+    dfr_setslot(L, top, L_ERR);
     return;
   }
+  lp->calling = 0;
   if (!ok) {
     lua_pushvalue(L, ridx);
     dfr_setslot(L, top, L_ERR);
-    lp->error_pending = 1;
+    lp->error_pending = ERR_NOW;
+  }
+}
+
+/* An error escaped the engine with this pass on top (memory ran out outside
+** any user call): a loop call it had handed out is lost, and that is told
+** to on_error; a report to on_error that was lost is made again.  Both at
+** the next pass, when memory may be back. */
+static void pass_abort(lua_State *L, int top, int eidx) {
+  Loop *lp = (Loop *)lua_touserdata(L, top);
+  if (lp->in_handler) {
+    lp->in_handler = 0;
+    lp->error_pending = ERR_NEXT;
+  } else if (lp->calling) {
+    lp->calling = 0;
+    if (lp->error_pending != ERR_NONE) return; /* one report waits already */
+    dfr_failure_push_safe(L, eidx);
+    dfr_setslot(L, top, L_ERR);
+    lp->error_pending = ERR_NEXT;
   }
 }
 
@@ -342,6 +416,7 @@ static int loop_pass(lua_State *L) {
   Loop *lp = (Loop *)lua_touserdata(L, 1);
   if (lp->fr.onstack) return 0;
   if (lp->clock != CLOCK_MANUAL) lp->now = lua_tonumber(L, 2);
+  if (lp->error_pending == ERR_NEXT) lp->error_pending = ERR_NOW;
   lp->pass_left = lp->ready.count;
   lp->pass_seq = lp->seq;
   lp->ran = 0;
@@ -373,7 +448,8 @@ static int loop_now(lua_State *L) {
 
 static int loop_pending(lua_State *L) {
   Loop *lp = check_loop(L, "pending");
-  lua_pushinteger(L, lp->live + lp->hn);
+  /* a report to on_error that memory put off is a call waiting too */
+  lua_pushinteger(L, lp->live + lp->hn + (lp->error_pending != ERR_NONE));
   return 1;
 }
 
@@ -513,13 +589,15 @@ static int f_new_loop(lua_State *L) {
 }
 
 void dfr_loop_open(lua_State *L, int module, int core) {
-  static const dfr_FrameKind pass_kind = {pass_resume, pass_outcome, NULL, NULL};
+  static const dfr_FrameKind pass_kind = {pass_resume, pass_outcome, NULL,
+                                         pass_abort};
   static const luaL_Reg methods[] = {
       {"call_soon", loop_call_soon}, {"pending", loop_pending},
       {"stop", loop_stop},           {"on_error", loop_on_error},
       {NULL, NULL}};
   static const luaL_Reg corefns[] = {
-      {"call_later", loop_call_later}, {"pass", loop_pass},
+      {"call_later", loop_call_later}, {"sleep_timer", loop_sleep_timer},
+      {"pass", loop_pass},
       {"ran", loop_ran},               {"now", loop_now},
       {"next_timeout", loop_next_timeout}, {"wait", loop_wait},
       {"advance", loop_advance},       {"stopped", loop_stopped},

@@ -18,6 +18,36 @@ local spawned = setmetatable({}, {__mode = "k"}) -- coroutine -> state
 local finish
 local nomem = core.nomem
 
+-- Spawned coroutines whose deferred could not even be failed (memory ran
+-- out while failing it), linked through st.later: the next call into the
+-- module that has nothing else to run fails them (the driver calls the
+-- function in orphans[2]).  Nothing here allocates: the fields exist from
+-- the start and the slot of orphans is made here.
+local orphans = core.orphans
+local unsettled = false
+orphans[2] = false
+
+local function retry()
+  orphans[2] = false
+  while unsettled do
+    local st = unsettled
+    unsettled = st.later
+    st.later = false
+    local d = st.result
+    if not d.called then
+      local ok, e = pcall(d.errback, d, st.why)
+      if not ok and not d.called then -- still no memory: next time
+        st.later, unsettled, orphans[2] = unsettled, st, retry
+        error(e, 0)
+      end
+    end
+  end
+end
+
+local function settle_later(st, why)
+  st.why, st.later, unsettled, orphans[2] = why, unsettled, st, retry
+end
+
 local function failure_of(err, co) return failure(err, traceback(co)) end
 
 -- Resumes the coroutine of st with the given values and handles what it
@@ -36,7 +66,7 @@ function finish(st, co, ok, ...)
     return st.result:errback(v)
   end
   spawned[co] = nil
-  st.awaiting = nil
+  st.awaiting = false
   local d = st.result
   if ok then return d:callback((...)) end
   local err = ...
@@ -58,7 +88,7 @@ local function cancel_spawned(st)
     st.result = fresh
     core.resolve(d, fresh)
     local w = st.awaiting
-    if w ~= nil then w:cancel() end
+    if w then w:cancel() end
   end
   return canceller
 end
@@ -66,7 +96,7 @@ end
 function M.spawn(f, ...)
   checkfunction(f, "spawn")
   local co = create(f)
-  local st = {co = co}
+  local st = {co = co, result = false, awaiting = false, later = false, why = false}
   local d = new(cancel_spawned(st))
   st.result = d
   spawned[co] = st
@@ -89,13 +119,16 @@ function M.await(d)
     d:add_both(function(r)
       -- a stale await (its yield failed: PUC 5.1 inside pcall) leaves r be
       if st.awaiting ~= d or status(co) ~= "suspended" then return r end
-      st.awaiting = nil
+      st.awaiting = false
       local resumed, e = pcall(step, st, r)
       if not resumed then
         -- it could not be resumed (memory ran out): it will not be, so its
-        -- deferred fails rather than wait forever
+        -- deferred fails rather than wait forever, now or at the next call
         spawned[co] = nil
-        if not st.result.called then st.result:errback(is_failure(e) and e or nomem) end
+        local res, why = st.result, is_failure(e) and e or nomem
+        if not res.called and not pcall(res.errback, res, why) and not res.called then
+          settle_later(st, why)
+        end
       end
       return nil -- the coroutine consumed the result
     end)

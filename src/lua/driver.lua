@@ -19,7 +19,8 @@ end
 
 -- drive(top, f, ...): run f(...) for the frame top, report, take the next.
 -- When there is nothing to run, the orphans of an error that escaped the
--- engine earlier (engine.c) are resumed.
+-- engine earlier (engine.c) are resumed, then what could not be settled for
+-- lack of memory is (orphans[2], a function: coro.lua).
 local drive
 local orphans, start = core.orphans, core.start
 if call == core.pcall_tb then
@@ -27,6 +28,7 @@ if call == core.pcall_tb then
   drive = function(top, f, ...)
     if top == nil then
       if orphans[1] then return drive(start()) end
+      if orphans[2] then return orphans[2]() end
       return
     end
     return drive(step(top, pcall_tb(f, ...)))
@@ -35,6 +37,7 @@ else
   drive = function(top, f, ...)
     if top == nil then
       if orphans[1] then return drive(start()) end
+      if orphans[2] then return orphans[2]() end
       return
     end
     return drive(step(top, xpcall(f, handler, ...)))

@@ -66,13 +66,14 @@ function Loop.run(loop)
   end
 end
 
--- A deferred fired after `seconds`; cancelling it removes the timer.
-local fire_later = D.callback
+-- A deferred fired after `seconds` (by the loop itself, with no call);
+-- cancelling it removes the timer.
+local sleep_timer = core.sleep_timer
 function Loop.sleep(loop, seconds)
   check_delay(seconds, "sleep")
   local h
   local d = new(function() h:cancel() end)
-  h = call_later(loop, now(loop), seconds, fire_later, d)
+  h = sleep_timer(loop, now(loop), seconds, d)
   return d
 end
 
