@@ -652,6 +652,13 @@ static int d_take(lua_State *L) {
   return 2;
 }
 
+/* core.idle(d): fired, and nothing left to run or wait for. */
+static int d_idle(lua_State *L) {
+  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, 1);
+  lua_pushboolean(L, dfr_deferred_runnable(d) && !dfr_deferred_has_entries(d));
+  return 1;
+}
+
 /* core.resolve(d, v): fires the pending d with v, which may be a Deferred to
 ** wait on. */
 static int d_resolve(lua_State *L) {
@@ -746,7 +753,7 @@ void dfr_deferred_open(lua_State *L, int module, int core) {
       {"unpause", d_unpause},   {"cancel", d_cancel},
       {"cancelled", d_cancelled}, {"maybe_result", d_maybe_result},
       {"check", d_check},       {"is_deferred", d_is},
-      {"take", d_take},         {"resolve", d_resolve},
+      {"take", d_take},         {"resolve", d_resolve}, {"idle", d_idle},
       {"set_canceller", d_set_canceller},
       {NULL, NULL}};
   static const luaL_Reg funcs[] = {

@@ -9,7 +9,8 @@
 ** that when an error escapes the loop (memory ran out; on Lua 5.1-5.3 another
 ** object's finalizer raised during an allocation) the stack is not lost with
 ** the C frame that held it: it is kept whole as the orphan stack (upvalue 2,
-** a table shared with the driver: [1] its top, or false), the error goes on
+** a table shared with the driver: [1] its top, or false; [2] and [3] see
+** driver.lua), the error goes on
 ** to the caller, and the next run resumes the orphans below its own frames.
 ** So nothing that was on the stack stays stuck: no waiter, no loop pass, no
 ** chain is left marked as running with nobody to run it.
@@ -138,11 +139,17 @@ static int runner(lua_State *L) {
   int op = (int)lua_tointeger(L, 1);
   dfr_Frame *a = (dfr_Frame *)lua_touserdata(L, 2);
   if (op == OP_STEP) {
-    int ok = lua_toboolean(L, 3);
+    int ok = lua_toboolean(L, 3), memory = 0;
     lua_settop(L, 4); /* run() anchored the top before the call */
     if (!ok && !dfr_is_failure(L, 4)) { /* the message handler itself failed */
       dfr_failure_push_safe(L, 4);
       lua_replace(L, 4);
+      memory = 1;
+    }
+    if (memory || (!ok && dfr_failure_is_nomem(L, 4))) {
+      /* work that no call could be made for may wait: see driver.lua */
+      lua_pushboolean(L, 1);
+      lua_rawseti(L, ORPHANS, 2);
     }
     kinds[a->kind]->outcome(L, 2, ok, 4);
     lua_settop(L, 2);
@@ -279,15 +286,18 @@ static int engine_pcall_tb(lua_State *L) {
 #endif
 
 void dfr_engine_open(lua_State *L, int core) {
+  int i;
   static const dfr_FrameKind deferred_kind = {
       dfr_deferred_resume, dfr_deferred_outcome, NULL, dfr_deferred_abort};
   dfr_engine_kind(DFR_FRAME_DEFERRED, &deferred_kind);
   /* the runner, with the orphans' table it shares with the driver */
   lua_pushlightuserdata(L, &runner_key);
   lua_pushnil(L);
-  lua_createtable(L, 1, 0);
-  lua_pushboolean(L, 0);
-  lua_rawseti(L, -2, 1);
+  lua_createtable(L, 3, 0); /* [1] orphans' top, [2] retry due, [3] retry */
+  for (i = 1; i <= 3; i++) {
+    lua_pushboolean(L, 0);
+    lua_rawseti(L, -2, i);
+  }
   lua_pushvalue(L, -1);
   lua_setfield(L, core, "orphans");
   lua_pushcclosure(L, runner, 2);

@@ -30,6 +30,18 @@ int dfr_is_failure(lua_State *L, int idx) {
   return is_kind(L, idx, DFR_FAILURE_MT);
 }
 
+/* Whether the value at idx is a Failure of Lua's memory error. */
+int dfr_failure_is_nomem(lua_State *L, int idx) {
+  int r;
+  if (!dfr_is_failure(L, idx)) return 0;
+  lua_getfield(L, idx, "value");
+  r = lua_type(L, -1) == LUA_TSTRING &&
+      strcmp(lua_tostring(L, -1), "not enough memory") == 0;
+  lua_pop(L, 1);
+  return r;
+}
+
+
 static int is_error(lua_State *L, int idx) {
   return is_kind(L, idx, DFR_ERROR_MT);
 }

@@ -11,6 +11,8 @@
 #include "defer.h"
 
 DFR_HIDDEN int dfr_is_failure(lua_State *L, int idx);
+/* Whether the value at idx is a Failure of Lua's memory error. */
+DFR_HIDDEN int dfr_failure_is_nomem(lua_State *L, int idx);
 /* Pushes the value at vidx wrapped in a Failure (a Failure stays itself).
 ** The traceback is the string at tbidx, or, when tbidx is 0, none. */
 DFR_HIDDEN void dfr_failure_push(lua_State *L, int vidx, int tbidx);

@@ -344,21 +344,11 @@ static int pass_resume(lua_State *L, int top) {
   return DFR_POP;
 }
 
-/* Whether the Failure at idx is Lua's memory error. */
-static int is_nomem(lua_State *L, int idx) {
-  int r;
-  lua_getfield(L, idx, "value");
-  r = lua_type(L, -1) == LUA_TSTRING &&
-      strcmp(lua_tostring(L, -1), "not enough memory") == 0;
-  lua_pop(L, 1);
-  return r;
-}
-
 static void pass_outcome(lua_State *L, int top, int ok, int ridx) {
   Loop *lp = (Loop *)lua_touserdata(L, top);
   if (lp->in_handler) {
     lp->in_handler = 0;
-    if (!ok && is_nomem(L, ridx)) { /* the report is made again next pass */
+    if (!ok && dfr_failure_is_nomem(L, ridx)) { /* the report is made again next pass */
       lp->error_pending = ERR_NEXT;
       return;
     }

@@ -10,7 +10,7 @@ local running, status = coroutine.running, coroutine.status
 local new, failure, is_failure = M.new, M.failure, M.is_failure
 local is_deferred, checkfunction = core.is_deferred, core.checkfunction
 local take, traceback = core.take, core.traceback
-local select, error, type, pcall = select, error, type, pcall
+local select, error, type, pcall, pairs = select, error, type, pcall, pairs
 
 local AWAIT = {} -- what await yields, so a stray yield is told apart
 local spawned = setmetatable({}, {__mode = "k"}) -- coroutine -> state
@@ -18,34 +18,54 @@ local spawned = setmetatable({}, {__mode = "k"}) -- coroutine -> state
 local finish
 local nomem = core.nomem
 
--- Spawned coroutines whose deferred could not even be failed (memory ran
--- out while failing it), linked through st.later: the next call into the
--- module that has nothing else to run fails them (the driver calls the
--- function in orphans[2]).  Nothing here allocates: the fields exist from
--- the start and the slot of orphans is made here.
-local orphans = core.orphans
+-- Work that memory running out left undone, done by the next call into
+-- the module that has nothing else to run (the driver calls orphans[3]
+-- when orphans[2] is set, as the engine does when a call failed for memory):
+-- spawned coroutines whose deferred could not even be failed, linked
+-- through st.later; and coroutines whose await callback could not even be
+-- called (the deferred went on without it: nothing else would wake them).
+-- Nothing here allocates: the fields exist from the start.
+local orphans, idle = core.orphans, core.idle
 local unsettled = false
-orphans[2] = false
+local resume_or_fail
 
+local function settle_later(st, why)
+  st.why, st.later, unsettled, orphans[2] = why, unsettled, st, true
+end
+
+local retrying = false
 local function retry()
-  orphans[2] = false
-  while unsettled do
+  retrying, orphans[2] = true, false
+  while unsettled do -- each stays first until its deferred has failed
     local st = unsettled
-    unsettled = st.later
-    st.later = false
     local d = st.result
     if not d.called then
       local ok, e = pcall(d.errback, d, st.why)
-      if not ok and not d.called then -- still no memory: next time
-        st.later, unsettled, orphans[2] = unsettled, st, retry
-        error(e, 0)
-      end
+      if not ok and not d.called then error(e, 0) end
     end
+    unsettled, st.later = st.later, false
+  end
+  local due = {}
+  for co, st in pairs(spawned) do
+    local d = st.awaiting
+    if d and idle(d) and status(co) == "suspended" then due[#due + 1] = st end
+  end
+  for i = 1, #due do
+    local st = due[i]
+    local d = st.awaiting
+    -- (st.awaiting stays until it is resumed: should this run out of
+    -- memory before that, the next retry finds it again)
+    if d and idle(d) and status(st.co) == "suspended" then resume_or_fail(st, nomem) end
   end
 end
 
-local function settle_later(st, why)
-  st.why, st.later, unsettled, orphans[2] = why, unsettled, st, retry
+-- A retry that runs out of memory again is not the caller's error: it
+-- stays due, for the next call.  One at a time: what it runs may call in.
+orphans[3] = function()
+  if retrying then return end
+  local ok = pcall(retry)
+  retrying = false
+  if not ok then orphans[2] = true end
 end
 
 local function failure_of(err, co) return failure(err, traceback(co)) end
@@ -77,6 +97,20 @@ function finish(st, co, ok, ...)
     err = made and f or nomem
   end
   return d:errback(err)
+end
+
+-- Resumes the coroutine of st with the result r of what it awaited; if it
+-- cannot be resumed (memory ran out), it never will be, so its deferred
+-- fails rather than wait for ever, now or at the next call.
+function resume_or_fail(st, r)
+  local resumed, e = pcall(step, st, r)
+  if not resumed then
+    spawned[st.co] = nil
+    local res, why = st.result, is_failure(e) and e or nomem
+    if not res.called and not pcall(res.errback, res, why) and not res.called then
+      settle_later(st, why)
+    end
+  end
 end
 
 -- The canceller of a spawned coroutine's deferred: cancel what it awaits,
@@ -119,20 +153,13 @@ function M.await(d)
     d:add_both(function(r)
       -- a stale await (its yield failed: PUC 5.1 inside pcall) leaves r be
       if st.awaiting ~= d or status(co) ~= "suspended" then return r end
-      st.awaiting = false
-      local resumed, e = pcall(step, st, r)
-      if not resumed then
-        -- it could not be resumed (memory ran out): it will not be, so its
-        -- deferred fails rather than wait forever, now or at the next call
-        spawned[co] = nil
-        local res, why = st.result, is_failure(e) and e or nomem
-        if not res.called and not pcall(res.errback, res, why) and not res.called then
-          settle_later(st, why)
-        end
-      end
+      resume_or_fail(st, r)
       return nil -- the coroutine consumed the result
     end)
     v = yield(AWAIT) -- resumed by the callback above with the result
+    -- (or by a retry, if memory ran out before the callback could run:
+    -- until here st.awaiting says what it waits for)
+    st.awaiting = false
     ok = not is_failure(v)
   end
   if not ok then error(v, 0) end

@@ -19,8 +19,9 @@ end
 
 -- drive(top, f, ...): run f(...) for the frame top, report, take the next.
 -- When there is nothing to run, the orphans of an error that escaped the
--- engine earlier (engine.c) are resumed, then what could not be settled for
--- lack of memory is (orphans[2], a function: coro.lua).
+-- engine earlier (engine.c) are resumed; then, after a call failed for lack
+-- of memory (orphans[2], set by the engine), what that may have left undone
+-- is done (orphans[3]: coro.lua).
 local drive
 local orphans, start = core.orphans, core.start
 if call == core.pcall_tb then
@@ -28,7 +29,7 @@ if call == core.pcall_tb then
   drive = function(top, f, ...)
     if top == nil then
       if orphans[1] then return drive(start()) end
-      if orphans[2] then return orphans[2]() end
+      if orphans[2] then return orphans[3]() end
       return
     end
     return drive(step(top, pcall_tb(f, ...)))
@@ -37,7 +38,7 @@ else
   drive = function(top, f, ...)
     if top == nil then
       if orphans[1] then return drive(start()) end
-      if orphans[2] then return orphans[2]() end
+      if orphans[2] then return orphans[3]() end
       return
     end
     return drive(step(top, xpcall(f, handler, ...)))
