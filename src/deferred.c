@@ -74,6 +74,8 @@ dfr_Deferred *dfr_deferred_new_owned(lua_State *L, int oidx) {
 }
 
 #define is_waiting(d) ((d)->flags & DFR_D_WAITING)
+/* fired, and nothing left to run or wait for */
+#define is_idle(d) (dfr_deferred_runnable(d) && !dfr_deferred_has_entries(d))
 
 int dfr_deferred_runnable(dfr_Deferred *d) {
   return d->state != DFR_PENDING && !d->fr.onstack && !d->paused &&
@@ -427,7 +429,6 @@ static int checkvalue(lua_State *L, int idx, const char *fname) {
   return 0;
 }
 
-/* core.fire(d, value, is_errback) */
 /* A waiter that a semaphore, lock or queue holds is theirs to fire: fired by
 ** hand it would be served without its tokens or value and still counted. */
 static void check_not_owned(lua_State *L, dfr_Deferred *d, const char *fname) {
@@ -436,6 +437,7 @@ static void check_not_owned(lua_State *L, dfr_Deferred *d, const char *fname) {
                  "will fire (cancel it to stop waiting%s)", fname, "");
 }
 
+/* core.fire(d, value, is_errback) */
 static int d_fire(lua_State *L) {
   int err = lua_toboolean(L, 3);
   const char *fname = err ? "errback" : "callback";
@@ -643,7 +645,7 @@ static int d_maybe_result(lua_State *L) {
 ** nil there (await consumes it); nothing when it has none to give now. */
 static int d_take(lua_State *L) {
   dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, 1);
-  if (!dfr_deferred_runnable(d) || dfr_deferred_has_entries(d)) return 0;
+  if (!is_idle(d)) return 0;
   lua_pushboolean(L, d->state == DFR_SUCCESS);
   dfr_getslot(L, 1, DFR_D_RESULT);
   lua_pushnil(L);
@@ -655,7 +657,7 @@ static int d_take(lua_State *L) {
 /* core.idle(d): fired, and nothing left to run or wait for. */
 static int d_idle(lua_State *L) {
   dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, 1);
-  lua_pushboolean(L, dfr_deferred_runnable(d) && !dfr_deferred_has_entries(d));
+  lua_pushboolean(L, is_idle(d));
   return 1;
 }
 

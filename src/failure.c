@@ -41,7 +41,6 @@ int dfr_failure_is_nomem(lua_State *L, int idx) {
   return r;
 }
 
-
 static int is_error(lua_State *L, int idx) {
   return is_kind(L, idx, DFR_ERROR_MT);
 }

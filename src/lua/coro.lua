@@ -33,6 +33,12 @@ local function settle_later(st, why)
   st.why, st.later, unsettled, orphans[2] = why, unsettled, st, true
 end
 
+-- Suspended in an await whose deferred is done with no callback left.
+local function stuck(st)
+  local d = st.awaiting
+  return d and idle(d) and status(st.co) == "suspended"
+end
+
 local retrying = false
 local function retry()
   retrying, orphans[2] = true, false
@@ -46,16 +52,13 @@ local function retry()
     unsettled, st.later = st.later, false
   end
   local due = {}
-  for co, st in pairs(spawned) do
-    local d = st.awaiting
-    if d and idle(d) and status(co) == "suspended" then due[#due + 1] = st end
+  for _, st in pairs(spawned) do
+    if stuck(st) then due[#due + 1] = st end
   end
+  -- (st.awaiting stays until it is resumed: should this run out of memory
+  -- before that, the next retry finds it again)
   for i = 1, #due do
-    local st = due[i]
-    local d = st.awaiting
-    -- (st.awaiting stays until it is resumed: should this run out of
-    -- memory before that, the next retry finds it again)
-    if d and idle(d) and status(st.co) == "suspended" then resume_or_fail(st, nomem) end
+    if stuck(due[i]) then resume_or_fail(due[i], nomem) end
   end
 end
 
