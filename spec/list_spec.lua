@@ -293,6 +293,43 @@ describe("defer.list", function()
       assert.are.same({{true, "one"}}, l.result)
     end)
 
+    it("DL1: the copy holds: children fired first, then a pending one, then the caller's table changed", function()
+      local d3 = defer.new()
+      local ds = {defer.succeed(1), defer.succeed(2), d3, defer.succeed(4)}
+      local l = defer.list(ds)
+      local other = defer.new()
+      ds[3] = other
+      ds[4] = defer.new()
+      other:callback("not a child")
+      assert.are.equal("pending", l:state())
+      d3:callback(3)
+      assert.are.same({{true, 1}, {true, 2}, {true, 3}, {true, 4}}, l.result)
+    end)
+
+    it("DL1: cancelling a list whose first children fired cancels only the pending one", function()
+      local late = defer.new()
+      local l = defer.list({defer.succeed(1), late, defer.succeed(3)})
+      l:add_errback(function() end)
+      l:cancel()
+      assert.is_true(is_cancelled(late.result))
+      late:add_errback(function() end)
+    end)
+
+    it("DL4: gather over a fired failure and a pending child errbacks at once and still passes the child on", function()
+      local late = defer.new()
+      local seen
+      late:add_callback(function(v) seen = v return v end)
+      local first = defer.fail("first")
+      local g = defer.gather({first, late})
+      local err
+      g:add_errback(function(f) err = f end)
+      assert.are.equal(1, err.value.index)
+      late:callback("later")
+      assert.are.equal("later", seen)
+      assert.are.equal("later", late.result)
+      handled(first)
+    end)
+
     it("DL3: callbacks added to a child before the list transform what it records", function()
       local d = defer.new()
       d:add_callback(function(v) return v * 10 end)

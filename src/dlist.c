@@ -2,8 +2,9 @@
 ** dlist.c: defer.list, defer.gather and defer.race.  A list is a frame of
 ** the engine.  It hooks its children one at a time, each with one internal
 ** entry kept inline in the child (no table and no closure per child), and
-** records each result in C: a flag per child at the end of the struct, the
-** value in the values table.  Everything that runs user code is a step of
+** records each result in the values table: for defer.list the {ok, value}
+** pair R fires with, made as the child fires (so R's array is the values
+** table itself), else the value.  Everything that runs user code is a step of
 ** the list's frame, run by the driver: progress calls, cancelling the
 ** losers of a race, the text of a FirstError, firing the result deferred R.
 ** So a million children never recurse, and nothing is called from C.
@@ -25,7 +26,8 @@ enum { FIRE_NONE, FIRE_ALL, FIRE_ONE_SUCCESS, FIRE_FIRST_ERROR, FIRE_GROUP };
 /* the user call the frame is out on */
 enum { CALL_NONE, CALL_PROGRESS, CALL_LOSERS, CALL_FIRST_ERROR };
 
-/* User value slots: the frame below; the children (a copy of the input);
+/* User value slots: the frame below; the children (a copy of the input,
+** unless every child was recorded when the list was made);
 ** the values; R; on_progress; the FirstError once made (false: making it
 ** failed). */
 enum { T_BELOW = DFR_SLOT_BELOW, T_CHILDREN, T_VALUES, T_RESULT, T_PROGRESS,
@@ -44,7 +46,6 @@ typedef struct List {
   unsigned char losers;  /* race: the losers were cancelled */
   unsigned char has_progress;
   int n, done, failed, hooked, reported, index;
-  unsigned char ok[];    /* per child: 0 pending, 1 success, 2 failure */
 } List;
 
 static const char *const fnames[] = {"list", "gather", "race"};
@@ -62,10 +63,17 @@ static void record(lua_State *L, int lidx, List *l, int i, int cidx) {
   if (failed) l->failed++;
   if (!l->decided) {
     dfr_getslot(L, lidx, T_VALUES);
-    dfr_getslot(L, cidx, DFR_D_RESULT);
+    if (l->mode == MODE_LIST) {
+      lua_createtable(L, 2, 0);
+      lua_pushboolean(L, !failed);
+      lua_rawseti(L, -2, 1);
+      dfr_getslot(L, cidx, DFR_D_RESULT);
+      lua_rawseti(L, -2, 2);
+    } else {
+      dfr_getslot(L, cidx, DFR_D_RESULT);
+    }
     lua_rawseti(L, -2, i);
     lua_pop(L, 1);
-    l->ok[i - 1] = (unsigned char)(failed ? 2 : 1);
     if (!failed && (l->opts & ON_CALLBACK)) l->fire = FIRE_ONE_SUCCESS;
     else if (failed && (l->opts & ON_ERRBACK)) l->fire = FIRE_FIRST_ERROR;
     else if (l->done == l->n) /* for a race: every one failed */
@@ -79,6 +87,15 @@ static void record(lua_State *L, int lidx, List *l, int i, int cidx) {
     lua_pushnil(L);
     dfr_deferred_set_result(L, cidx, 1);
     dfr_deferred_handled(d);
+  }
+}
+
+/* Pushes the value recorded for child i (values table at vidx). */
+static void push_value(lua_State *L, const List *l, int vidx, int i) {
+  lua_rawgeti(L, vidx, i);
+  if (l->mode == MODE_LIST) {
+    lua_rawgeti(L, -1, 2);
+    lua_remove(L, -2);
   }
 }
 
@@ -104,27 +121,13 @@ static int list_entry(lua_State *L, int top, int a) {
 /* Pushes R's result as decided; returns whether it is a success.  The
 ** values table is at vidx. */
 static int push_result(lua_State *L, int lidx, List *l, int vidx) {
-  int i;
   switch (l->fire) {
-    case FIRE_ALL:
-      if (l->mode == MODE_GATHER) { /* the values themselves, in order */
-        lua_pushvalue(L, vidx);
-        return 1;
-      }
-      luaL_checkstack(L, 4, "list");
-      lua_createtable(L, l->n, 0);
-      for (i = 1; i <= l->n; i++) {
-        lua_createtable(L, 2, 0);
-        lua_pushboolean(L, l->ok[i - 1] == 1);
-        lua_rawseti(L, -2, 1);
-        lua_rawgeti(L, vidx, i);
-        lua_rawseti(L, -2, 2);
-        lua_rawseti(L, -2, i);
-      }
+    case FIRE_ALL: /* the pairs (list) or values (gather), in order */
+      lua_pushvalue(L, vidx);
       return 1;
     case FIRE_ONE_SUCCESS:
       lua_createtable(L, 2, 0);
-      lua_rawgeti(L, vidx, l->index);
+      push_value(L, l, vidx, l->index);
       lua_rawseti(L, -2, 1);
       lua_pushinteger(L, l->index);
       lua_rawseti(L, -2, 2);
@@ -134,7 +137,7 @@ static int push_result(lua_State *L, int lidx, List *l, int vidx) {
       if (lua_istable(L, -1)) return 0; /* made by dlist.lua */
       lua_pop(L, 1); /* making it failed: a plainer one */
       dfr_error_push(L, "FirstError", "item %d failed", l->index);
-      lua_rawgeti(L, vidx, l->index);
+      push_value(L, l, vidx, l->index);
       lua_setfield(L, -2, "failure");
       lua_pushinteger(L, l->index);
       lua_setfield(L, -2, "index");
@@ -203,7 +206,7 @@ static int fire_step(lua_State *L, int top, List *l) {
       lua_settop(L, top);
       push_helper(L, H_FIRST_ERROR);
       dfr_getslot(L, top, T_VALUES);
-      lua_rawgeti(L, -1, l->index);
+      push_value(L, l, lua_gettop(L), l->index);
       lua_replace(L, -2);
       lua_pushinteger(L, l->index);
       l->calling = CALL_FIRST_ERROR;
@@ -349,6 +352,26 @@ static void check_children(lua_State *L, const char *fname, int n) {
   lua_settop(L, base);
 }
 
+/* Records, in order, the children (the input at 1; the list at 3) that are
+** fired and idle already, while nothing is decided: then most lists of
+** fired deferreds keep no copy of them.  Only where that changes nothing a
+** user can see: not for a race (its losers are cancelled from the copy),
+** nor with on_progress (each call comes before the next child is
+** recorded), nor with consume_errors (running out of memory here must
+** leave every child as it was). */
+static void record_fired(lua_State *L, List *l) {
+  if (l->mode == MODE_RACE || l->has_progress || (l->opts & CONSUME)) return;
+  while (l->hooked < l->n && l->fire == FIRE_NONE) {
+    dfr_Deferred *d;
+    lua_rawgeti(L, 1, l->hooked + 1);
+    d = (dfr_Deferred *)lua_touserdata(L, -1);
+    if (!dfr_deferred_runnable(d) || dfr_deferred_has_entries(d)) break;
+    record(L, 3, l, ++l->hooked, lua_gettop(L));
+    lua_pop(L, 1);
+  }
+  lua_settop(L, 4);
+}
+
 /* core.list_new(deferreds, opts, mode) -> list, R, children.  Everything is
 ** checked before anything is made or touched. */
 static int list_new(lua_State *L) {
@@ -366,8 +389,8 @@ static int list_new(lua_State *L) {
   opts = read_opts(L, mode, 2, &progress);
   lua_settop(L, 2);
 
-  l = (List *)dfr_newud(L, sizeof(List) + (size_t)n, T_SLOTS); /* 3 */
-  memset(l, 0, sizeof(List) + (size_t)n);
+  l = (List *)dfr_newud(L, sizeof(List), T_SLOTS); /* 3 */
+  memset(l, 0, sizeof(List));
   l->fr.kind = DFR_FRAME_LIST;
   l->mode = (unsigned char)mode;
   l->opts = (unsigned char)opts;
@@ -382,8 +405,11 @@ static int list_new(lua_State *L) {
   dfr_deferred_new(L); /* R: 4 */
   lua_pushvalue(L, 4);
   dfr_setslot(L, 3, T_RESULT);
-  lua_createtable(L, n, 0); /* the children, copied (Twisted DL1): 5 */
-  for (i = 1; i <= n; i++) {
+  record_fired(L, l);
+  /* the children, copied (Twisted DL1): 5; only a race's winner cancels
+  ** the others, and a child recorded already needs no hook nor cancel */
+  lua_createtable(L, l->hooked == n ? 0 : n, 0);
+  for (i = 1; l->hooked < n && i <= n; i++) {
     lua_rawgeti(L, 1, i);
     lua_rawseti(L, 5, i);
   }
@@ -405,7 +431,7 @@ static int list_failure(lua_State *L) {
   dfr_getslot(L, 1, T_ERROR);
   if (!lua_isnil(L, -1)) return 0;
   dfr_getslot(L, 1, T_VALUES);
-  lua_rawgeti(L, -1, l->index);
+  push_value(L, l, lua_gettop(L), l->index);
   lua_pushinteger(L, l->index);
   return 2;
 }
