@@ -24,6 +24,26 @@ describe("a Deferred", function()
     assert.are.same({"hello", "world", 3}, got)
   end)
 
+  it("keeps every entry's function, side and extra arguments in a long mixed chain", function()
+    local log = {}
+    local function note(tag) return function(v, ...) log[#log + 1] = {tag, v, ...} return v end end
+    local function raise(v) error({v}) end
+    local d = defer.new()
+    d:add_callback(note("cb"))
+    d:add_callback(note("cb+"), "x", false, nil, 4)
+    d:add_errback(note("eb"), "never")
+    d:add_callbacks(note("pair"), note("pair eb"))
+    d:add_callbacks(nil, note("nil cb"))
+    d:add_callback(raise)
+    d:add_callback(note("skipped"), 1)
+    d:add_errback(function(f, a, b) log[#log + 1] = {"eb+", f.value[1], a, b} return "back" end, "y", 2)
+    d:add_both(note("both"), false)
+    d:callback(7)
+    assert.are.same({{"cb", 7}, {"cb+", 7, "x", false, nil, 4}, {"pair", 7},
+                     {"eb+", 7, "y", 2}, {"both", "back", false}}, log)
+    assert.are.equal("back", d.result)
+  end)
+
   it("makes what a callback returns the next result, nil included", function()
     local d = defer.new()
     d:add_callback(function(v) return v * 2 end)

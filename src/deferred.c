@@ -216,9 +216,28 @@ static int take_inline(lua_State *L, int didx, dfr_Deferred *d) {
   return kind;
 }
 
+/* Appends the entry (kind; a, b and extras at first..first + nvals - 1) to
+** the entries table at t, b left out when it is false.  The values go in
+** first and the header last: a memory error part way leaves no half entry
+** behind (tail moves only at the end). */
+static void write_entry(lua_State *L, int t, dfr_Deferred *d, int kind,
+                        int first, int nvals) {
+  int extras = nvals > 2 ? nvals - 2 : 0, i, at = d->tail + 1;
+  int omit = nvals < 2 || (lua_type(L, first + 1) == LUA_TBOOLEAN &&
+                           !lua_toboolean(L, first + 1));
+  for (i = 0; i < nvals; i++) {
+    if (i == 1 && omit) continue;
+    lua_pushvalue(L, first + i);
+    lua_rawseti(L, t, at++);
+  }
+  lua_pushinteger(L, omit ? -(kind + 16 * extras) : kind + 16 * extras);
+  lua_rawseti(L, t, d->tail);
+  d->tail = at;
+}
+
 int dfr_deferred_add(lua_State *L, int didx, int kind, int nvals) {
   dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, didx);
-  int first = lua_gettop(L) - nvals + 1, i, t;
+  int first = lua_gettop(L) - nvals + 1;
   didx = dfr_absindex(L, didx);
   if (nvals <= 2 && !dfr_deferred_has_entries(d) &&
       put_inline(L, didx, d, kind, first, nvals)) {
@@ -227,15 +246,12 @@ int dfr_deferred_add(lua_State *L, int didx, int kind, int nvals) {
   }
   luaL_checkstack(L, 6, "too many arguments");
   if (d->inl) { /* a second entry: the inline one moves into a table first */
-    int k = d->inl;
+    int k;
     lua_createtable(L, 6 + nvals, 0);
-    take_inline(L, didx, d);
-    lua_rawseti(L, -3, 3);
-    lua_rawseti(L, -2, 2);
-    lua_pushinteger(L, k);
-    lua_rawseti(L, -2, 1);
-    d->head = 1;
-    d->tail = 4;
+    d->head = d->tail = 1;
+    k = take_inline(L, didx, d);
+    write_entry(L, lua_gettop(L) - 2, d, k, lua_gettop(L) - 1, 2);
+    lua_pop(L, 2);
     dfr_setslot(L, didx, DFR_D_ENTRIES);
   }
   dfr_getslot(L, didx, DFR_D_ENTRIES);
@@ -245,20 +261,7 @@ int dfr_deferred_add(lua_State *L, int didx, int kind, int nvals) {
     lua_pushvalue(L, -1);
     dfr_setslot(L, didx, DFR_D_ENTRIES);
   }
-  t = lua_gettop(L);
-  /* write the values first and the header last: a memory error part way
-  ** leaves no half entry behind (tail moves only at the end) */
-  for (i = 0; i < nvals; i++) {
-    lua_pushvalue(L, first + i);
-    lua_rawseti(L, t, d->tail + 1 + i);
-  }
-  if (nvals < 2) {
-    lua_pushboolean(L, 0);
-    lua_rawseti(L, t, d->tail + 2);
-  }
-  lua_pushinteger(L, kind + 16 * (nvals > 2 ? nvals - 2 : 0));
-  lua_rawseti(L, t, d->tail);
-  d->tail += 1 + (nvals > 2 ? nvals : 2);
+  write_entry(L, lua_gettop(L), d, kind, first, nvals);
   lua_settop(L, first - 1);
   return dfr_deferred_runnable(d);
 }
@@ -274,7 +277,7 @@ void dfr_deferred_reserve(lua_State *L, int didx, int slots) {
 /* Pops the first entry, pushing a, b and its extras; returns its kind and
 ** stores the count of values pushed in *n. */
 static int pop_entry(lua_State *L, int didx, dfr_Deferred *d, int *n) {
-  int t, header, i, len;
+  int t, header, i, len, omit;
   if (d->inl) {
     *n = 2;
     return take_inline(L, didx, d);
@@ -284,14 +287,18 @@ static int pop_entry(lua_State *L, int didx, dfr_Deferred *d, int *n) {
   lua_rawgeti(L, t, d->head);
   header = (int)lua_tointeger(L, -1);
   lua_pop(L, 1);
-  len = 2 + header / 16;
+  omit = header < 0;
+  if (omit) header = -header;
+  len = 2 + header / 16; /* values pushed; one fewer stored when omit */
   luaL_checkstack(L, len + 4, "too many arguments");
-  for (i = 1; i <= len; i++) lua_rawgeti(L, t, d->head + i);
-  for (i = 0; i <= len; i++) {
+  lua_rawgeti(L, t, d->head + 1);
+  if (omit) lua_pushboolean(L, 0);
+  for (i = 2; i <= len - omit; i++) lua_rawgeti(L, t, d->head + i);
+  for (i = 0; i <= len - omit; i++) {
     lua_pushnil(L);
     lua_rawseti(L, t, d->head + i);
   }
-  d->head += 1 + len;
+  d->head += 1 + len - omit;
   lua_remove(L, t);
   if (d->head == d->tail) { /* drained: the table goes with it */
     d->head = d->tail = 1;

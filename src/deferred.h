@@ -46,8 +46,10 @@ typedef struct dfr_Deferred {
 
 /*
 ** Entry kinds.  An entry is [header, a, b, extra...] in the entries table,
-** header = kind + 16 * number of extras.  Kinds from DFR_E_FIRST_INTERNAL on
-** are handled in C by the file that registered them.
+** header = kind + 16 * number of extras, or [-header, a, extra...] when b is
+** false (most callbacks have no errback: a chain of them takes a third less
+** memory).  Kinds from DFR_E_FIRST_INTERNAL on are handled in C by the file
+** that registered them.
 */
 enum {
   DFR_E_CALLBACKS = 1, /* a callback, b errback (false: pass), called f(result, extra...) */

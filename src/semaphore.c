@@ -266,9 +266,10 @@ static int sem_queue_run(lua_State *L) {
   w = dfr_deferred_new_owned(L, 1);
   w->aux = 1;
   w->flags |= DFR_D_TASK;
-  /* room for this entry, the RELEASE below and one more (a list's, or the
-  ** caller's callback): the table is made once, not grown twice */
-  if (n > 2) dfr_deferred_reserve(L, n + 1, (1 + n) + 3 + 3);
+  /* room for this entry (its b is false: n slots), the RELEASE below and
+  ** one more (a list's, or the caller's callback): the table is made once,
+  ** not grown twice */
+  if (n > 2) dfr_deferred_reserve(L, n + 1, n + 3 + 3);
   lua_pushvalue(L, 2);
   lua_pushboolean(L, 0);
   for (i = 3; i <= n; i++) lua_pushvalue(L, i);
