@@ -3,8 +3,8 @@
 ** the engine.  It hooks its children one at a time, each with one internal
 ** entry kept inline in the child (no table and no closure per child), and
 ** records each result in the values table: for defer.list the {ok, value}
-** pair R fires with, made as the child fires (so R's array is the values
-** table itself), else the value.  Everything that runs user code is a step of
+** pair R fires with, made as the child is recorded where that is safe (R's
+** array is the values table itself), else the value and a flag in C.  Everything that runs user code is a step of
 ** the list's frame, run by the driver: progress calls, cancelling the
 ** losers of a race, the text of a FirstError, firing the result deferred R.
 ** So a million children never recurse, and nothing is called from C.
@@ -46,7 +46,12 @@ typedef struct List {
   unsigned char losers;  /* race: the losers were cancelled */
   unsigned char has_progress;
   int n, done, failed, hooked, reported, index;
+  unsigned char ok[];    /* per child: OK_* */
 } List;
+
+/* what values[i] holds: nothing yet, the value of a success or of a
+** failure, or (defer.list) the pair made already */
+enum { OK_NONE, OK_SUCCESS, OK_FAILURE, OK_PAIR };
 
 static const char *const fnames[] = {"list", "gather", "race"};
 
@@ -55,25 +60,33 @@ static const char *const fnames[] = {"list", "gather", "race"};
 /* Records the result of the child at cidx (input index i) in the list at
 ** lidx: counts it, keeps its value while R's result is undecided, decides
 ** by Twisted's rule DL4, and hands nil on down the child's chain instead of
-** a failure when asked (consume_errors; race: every result). */
-static void record(lua_State *L, int lidx, List *l, int i, int cidx) {
+** a failure when asked (consume_errors; race: every result).  defer.list
+** keeps the {ok, value} pair R fires with when pair is set: only where
+** running out of memory changes nothing (the pair is made first), never in
+** a LIST entry, which runs once; there the value and its flag are kept, to
+** be made a pair when R fires (push_result). */
+static void record(lua_State *L, int lidx, List *l, int i, int cidx,
+                   int pair) {
   dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, cidx);
   int failed = d->state == DFR_FAILURE;
-  l->done++;
-  if (failed) l->failed++;
   if (!l->decided) {
     dfr_getslot(L, lidx, T_VALUES);
-    if (l->mode == MODE_LIST) {
+    pair = pair && l->mode == MODE_LIST;
+    if (pair) {
       lua_createtable(L, 2, 0);
       lua_pushboolean(L, !failed);
       lua_rawseti(L, -2, 1);
-      dfr_getslot(L, cidx, DFR_D_RESULT);
-      lua_rawseti(L, -2, 2);
-    } else {
-      dfr_getslot(L, cidx, DFR_D_RESULT);
     }
-    lua_rawseti(L, -2, i);
+    dfr_getslot(L, cidx, DFR_D_RESULT);
+    if (pair) lua_rawseti(L, -2, 2);
+    lua_rawseti(L, -2, i); /* the values table has room for n */
     lua_pop(L, 1);
+    l->ok[i - 1] =
+        (unsigned char)(pair ? OK_PAIR : failed ? OK_FAILURE : OK_SUCCESS);
+  }
+  l->done++;
+  if (failed) l->failed++;
+  if (!l->decided) {
     if (!failed && (l->opts & ON_CALLBACK)) l->fire = FIRE_ONE_SUCCESS;
     else if (failed && (l->opts & ON_ERRBACK)) l->fire = FIRE_FIRST_ERROR;
     else if (l->done == l->n) /* for a race: every one failed */
@@ -93,7 +106,7 @@ static void record(lua_State *L, int lidx, List *l, int i, int cidx) {
 /* Pushes the value recorded for child i (values table at vidx). */
 static void push_value(lua_State *L, const List *l, int vidx, int i) {
   lua_rawgeti(L, vidx, i);
-  if (l->mode == MODE_LIST) {
+  if (l->ok[i - 1] == OK_PAIR) {
     lua_rawgeti(L, -1, 2);
     lua_remove(L, -2);
   }
@@ -111,7 +124,7 @@ static int has_work(const List *l) {
 ** stack comes back to it). */
 static int list_entry(lua_State *L, int top, int a) {
   List *l = (List *)lua_touserdata(L, a);
-  record(L, a, l, (int)lua_tointeger(L, a + 1), top);
+  record(L, a, l, (int)lua_tointeger(L, a + 1), top, 0);
   if (!l->fr.onstack && has_work(l)) dfr_engine_push(L, top, a);
   return DFR_NEXT;
 }
@@ -121,8 +134,21 @@ static int list_entry(lua_State *L, int top, int a) {
 /* Pushes R's result as decided; returns whether it is a success.  The
 ** values table is at vidx. */
 static int push_result(lua_State *L, int lidx, List *l, int vidx) {
+  int i;
   switch (l->fire) {
     case FIRE_ALL: /* the pairs (list) or values (gather), in order */
+      for (i = 1; l->mode == MODE_LIST && i <= l->n; i++) {
+        if (l->ok[i - 1] == OK_PAIR) continue;
+        /* in place, one by one: running out of memory part way leaves a
+        ** table this can go on with */
+        lua_createtable(L, 2, 0);
+        lua_pushboolean(L, l->ok[i - 1] == OK_SUCCESS);
+        lua_rawseti(L, -2, 1);
+        lua_rawgeti(L, vidx, i);
+        lua_rawseti(L, -2, 2);
+        lua_rawseti(L, vidx, i);
+        l->ok[i - 1] = OK_PAIR;
+      }
       lua_pushvalue(L, vidx);
       return 1;
     case FIRE_ONE_SUCCESS:
@@ -231,7 +257,7 @@ static int hook_step(lua_State *L, int top, List *l) {
     d = (dfr_Deferred *)lua_touserdata(L, top + 2);
     if (dfr_deferred_runnable(d) && !dfr_deferred_has_entries(d)) {
       /* fired and idle: its result is recorded here, with no entry */
-      record(L, top, l, i, top + 2);
+      record(L, top, l, i, top + 2, 1);
       l->hooked = i;
       lua_settop(L, top + 1);
       if (l->fire != FIRE_NONE || (l->has_progress && l->reported < l->done))
@@ -366,7 +392,8 @@ static void record_fired(lua_State *L, List *l) {
     lua_rawgeti(L, 1, l->hooked + 1);
     d = (dfr_Deferred *)lua_touserdata(L, -1);
     if (!dfr_deferred_runnable(d) || dfr_deferred_has_entries(d)) break;
-    record(L, 3, l, ++l->hooked, lua_gettop(L));
+    record(L, 3, l, l->hooked + 1, lua_gettop(L), 1);
+    l->hooked++;
     lua_pop(L, 1);
   }
   lua_settop(L, 4);
@@ -389,8 +416,8 @@ static int list_new(lua_State *L) {
   opts = read_opts(L, mode, 2, &progress);
   lua_settop(L, 2);
 
-  l = (List *)dfr_newud(L, sizeof(List), T_SLOTS); /* 3 */
-  memset(l, 0, sizeof(List));
+  l = (List *)dfr_newud(L, sizeof(List) + (size_t)n, T_SLOTS); /* 3 */
+  memset(l, 0, sizeof(List) + (size_t)n);
   l->fr.kind = DFR_FRAME_LIST;
   l->mode = (unsigned char)mode;
   l->opts = (unsigned char)opts;
