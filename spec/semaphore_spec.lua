@@ -678,6 +678,63 @@ describe("sem:run(f, ...)", function()
     assert.are.same({1, 1, 0, 0}, counts(sem))
   end)
 
+  it("does nothing when a queued run's deferred is cancelled from inside its own function", function()
+    local sem = defer.semaphore(1)
+    local gate = defer.new()
+    sem:run(function() return gate end)
+    local d
+    d = sem:run(function(x)
+      d:cancel()
+      return x * 2
+    end, 21)
+    gate:callback()
+    assert.are.equal(42, d.result)
+    assert.are.same({1, 1, 0, 0}, counts(sem))
+  end)
+
+  it("holds callbacks added while a queued run's function runs until its result, the token back", function()
+    local sem = defer.semaphore(1)
+    local gate = defer.new()
+    sem:run(function() return gate end)
+    local d, seen
+    d = sem:run(function()
+      d:add_callback(function(v) seen = {v, counts(sem)} return v end)
+      assert.is_nil(seen)
+      return "done"
+    end)
+    gate:callback()
+    assert.are.same({"done", {1, 1, 0, 0}}, seen)
+  end)
+
+  it("runs callbacks added while a run queued after the token came back from the deferred its f returned", function()
+    local sem = defer.semaphore(1)
+    local gate, inner = defer.new(), defer.new()
+    sem:run(function() return gate end)
+    local seen
+    local d = sem:run(function() return inner end)
+    d:add_callback(function(v) seen = {v, counts(sem)} end)
+    gate:callback()
+    assert.is_nil(seen)
+    assert.are.same({0, 1, 1, 0}, counts(sem))
+    inner:callback("late")
+    assert.are.same({"late", {1, 1, 0, 0}}, seen)
+    assert.are.same({tokens = 1, limit = 1, waiting = 0, active = 0, started = 2,
+                     finished = 2, failed = 0}, stats7(sem))
+  end)
+
+  it("counts a queued run that failed after waiting on the deferred its f returned", function()
+    local sem = defer.semaphore(1)
+    local gate, inner = defer.new(), defer.new()
+    sem:run(function() return gate end)
+    local d = sem:run(function() return inner end)
+    gate:callback()
+    inner:errback("no")
+    assert.are.equal("no", failure_of(d).value)
+    d:add_errback(function() end)
+    assert.are.same({tokens = 1, limit = 1, waiting = 0, active = 0, started = 2,
+                     finished = 2, failed = 1}, stats7(sem))
+  end)
+
   it("keeps at most limit runs in flight", function()
     local sem = defer.semaphore(3)
     local gates, most = {}, 0
@@ -1218,14 +1275,15 @@ describe("re-entrant use (Twisted S8)", function()
 end)
 
 describe("memory", function()
-  -- Bytes per queued run (its deferred, the function, its argument and the
-  -- release entry, the waiter slot), measured with 100,000 waiters behind a
+  -- Bytes per queued run (its deferred, and its function and argument in the
+  -- waiters' ring, which doubles), measured with 100,000 waiters behind a
   -- held semaphore after a full collect, not counting the array the test
-  -- keeps the deferreds in: Lua 5.1: 397, 5.2: 381, 5.3: 381, 5.4: 325,
-  -- LuaJIT 2.1: 379.  The bound, 512 bytes, leaves room for the allocator
+  -- keeps the deferreds in: Lua 5.1: 268, 5.2: 260, 5.3: 260, 5.4: 204,
+  -- LuaJIT 2.1: 218.  The bound, 320 bytes, leaves room for the allocator
   -- and the collector; a waiter that kept a closure, a coroutine or a table
-  -- of its own more would pass it.
-  local BOUND = 512
+  -- of its own (its call as entries of its deferred: 325 to 397 bytes) would
+  -- pass it.
+  local BOUND = 320
 
   it("costs a small fixed number of bytes per queued waiter", function()
     local n = 100000

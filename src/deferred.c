@@ -14,6 +14,9 @@
 #include "failure.h"
 
 static dfr_EntryFn entry_fns[DFR_E_KINDS];
+static dfr_SettleFn settle_fn;
+
+void dfr_deferred_on_settle(dfr_SettleFn fn) { settle_fn = fn; }
 
 void dfr_deferred_entry_kind(int kind, dfr_EntryFn fn) {
   entry_fns[kind] = fn;
@@ -79,7 +82,7 @@ dfr_Deferred *dfr_deferred_new_owned(lua_State *L, int oidx) {
 
 int dfr_deferred_runnable(dfr_Deferred *d) {
   return d->state != DFR_PENDING && !d->fr.onstack && !d->paused &&
-         !is_waiting(d);
+         !is_waiting(d) && !d->calling;
 }
 
 /* ------------------------------------------------------------- results */
@@ -326,11 +329,22 @@ static void hand_over(lua_State *L, int top, dfr_Deferred *d, int tidx,
   else dfr_engine_push(L, top, tidx);
 }
 
+/* The deferred at a waited for d's result: it takes it, and its owner (a
+** semaphore whose task it is) is told, once the one at top has it. */
 static int run_continue(lua_State *L, int top, dfr_Deferred *d, int a) {
   dfr_Deferred *outer = (dfr_Deferred *)lua_touserdata(L, a);
+  int owner = 0;
   outer->flags &= (unsigned short)~DFR_D_WAITING;
   outer->paused--;
+  if (outer->flags & DFR_D_RELEASE) {
+    outer->flags &= (unsigned short)~DFR_D_RELEASE;
+    dfr_getslot(L, a, DFR_SLOT_BELOW);
+    owner = lua_gettop(L);
+    lua_pushnil(L);
+    dfr_setslot(L, a, DFR_SLOT_BELOW);
+  }
   hand_over(L, top, d, a, outer);
+  if (owner) settle_fn(L, top, a, owner);
   return DFR_NEXT;
 }
 
@@ -388,11 +402,6 @@ int dfr_deferred_resume(lua_State *L, int top) {
         if (!lua_toboolean(L, a)) break; /* pass through */
         dfr_getslot(L, top, DFR_D_RESULT);
         lua_insert(L, a + 1);
-        d->calling = 1;
-        return DFR_CALL;
-      case DFR_E_EXEC:
-        if (d->state == DFR_FAILURE) break;
-        lua_remove(L, a + 1);
         d->calling = 1;
         return DFR_CALL;
       case DFR_E_CONTINUE:

@@ -14,17 +14,21 @@ enum { DFR_PENDING, DFR_SUCCESS, DFR_FAILURE };
 typedef struct dfr_Deferred {
   dfr_Frame fr;
   unsigned char state;   /* DFR_PENDING, DFR_SUCCESS or DFR_FAILURE */
-  unsigned char calling; /* one of its user functions is running */
+  unsigned char calling; /* one of its user functions is running (a
+                            semaphore's task: the function of the run) */
   unsigned short flags;  /* DFR_D_* below */
   int paused;            /* user pauses, plus one while waiting */
   int head, tail;        /* its entries occupy [head, tail) of slot 3 */
-  int aux;               /* free for the object that owns it (a waiter's weight) */
+  int aux;               /* free for the object that owns it (semaphore.c:
+                            a waiter's weight, a queued run's count of
+                            arguments) */
   unsigned char inl, inl_mode; /* the kind of an entry kept inline, or 0 */
   int inl_b;             /* its b when that is a whole number */
 } dfr_Deferred;
 
-/* User value slots: 1 the canceller while pending, the frame below while
-** on a stack; 2 the result; 3 the table of queued entries, or the one Lua
+/* User value slots: 1 the canceller (or owner) while pending, the frame
+** below while on a stack, the owner to tell while it waits with
+** DFR_D_RELEASE; 2 the result; 3 the table of queued entries, or the one Lua
 ** value of a single entry kept inline (most deferreds have one entry at
 ** most: a callback, or an internal entry whose b is a number; it then costs
 ** no table). */
@@ -40,8 +44,11 @@ typedef struct dfr_Deferred {
 #define DFR_D_UNHANDLED 16 /* finished on a Failure nobody handled yet */
 #define DFR_D_OWNED 32     /* slot 1 holds its owner (a frame object) whose
                               kind's cancel hook acts as the canceller */
-#define DFR_D_ACQUIRED 64  /* semaphore: the tokens of this task are taken */
-#define DFR_D_TASK 128     /* semaphore: the deferred of a run() */
+#define DFR_D_RELEASE 64   /* waits, and slot 1 holds the owner to tell (the
+                              settle hook) once the result it waits for has
+                              come: a semaphore's task, whose token goes back */
+#define DFR_D_CALL 128     /* a queued run: its call waits in its owner's
+                              ring, right after it (semaphore.c) */
 #define DFR_D_GCMT 256     /* has the metatable with __gc (see finish) */
 
 /*
@@ -53,12 +60,10 @@ typedef struct dfr_Deferred {
 */
 enum {
   DFR_E_CALLBACKS = 1, /* a callback, b errback (false: pass), called f(result, extra...) */
-  DFR_E_EXEC,          /* on success a(extra...); a failure passes */
   DFR_E_CONTINUE,      /* a: the deferred waiting for this result */
   DFR_E_CHAIN,         /* a: the deferred to fire with this result */
   DFR_E_FIRST_INTERNAL,
-  DFR_E_RELEASE = DFR_E_FIRST_INTERNAL, /* semaphore.c: a sem, b tokens */
-  DFR_E_LIST,          /* dlist.c: a list, b index */
+  DFR_E_LIST = DFR_E_FIRST_INTERNAL, /* dlist.c: a list, b index */
   DFR_E_KINDS = 16
 };
 
@@ -69,6 +74,13 @@ enum {
 ** (whose return value becomes the result). */
 typedef int (*dfr_EntryFn)(lua_State *L, int top, int a);
 DFR_HIDDEN void dfr_deferred_entry_kind(int kind, dfr_EntryFn fn);
+
+/* The settle hook: the deferred at didx, which waited with DFR_D_RELEASE,
+** has its result and is the frame at top (or just below it); its owner is
+** at oidx.  It may push frames (dfr_engine_push) above top.  Set by the
+** owner's file (semaphore.c). */
+typedef void (*dfr_SettleFn)(lua_State *L, int top, int didx, int oidx);
+DFR_HIDDEN void dfr_deferred_on_settle(dfr_SettleFn fn);
 
 DFR_HIDDEN dfr_Deferred *dfr_deferred_test(lua_State *L, int idx);
 DFR_HIDDEN dfr_Deferred *dfr_deferred_check(lua_State *L, int idx,
@@ -102,8 +114,12 @@ DFR_HIDDEN int dfr_deferred_fire(lua_State *L, int didx, int ok);
 ** deferred that will get several at once (a queued run). */
 DFR_HIDDEN void dfr_deferred_reserve(lua_State *L, int didx, int slots);
 DFR_HIDDEN int dfr_deferred_add(lua_State *L, int didx, int kind, int nvals);
-/* Whether a fired deferred is idle with entries or a result to process. */
+/* Whether a fired deferred is idle with entries or a result to process:
+** not on a stack, not paused, not waiting, not busy with a call (the task
+** of a semaphore whose function runs: fired with the semaphore, calling). */
 DFR_HIDDEN int dfr_deferred_runnable(dfr_Deferred *d);
+/* Whether it waits for the result of another Deferred. */
+#define dfr_deferred_waiting(d) ((d)->flags & DFR_D_WAITING)
 /* Marks d's failure as handled (it will not be reported at collection). */
 #define dfr_deferred_handled(d) ((d)->flags &= (unsigned short)~DFR_D_UNHANDLED)
 

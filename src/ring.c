@@ -7,23 +7,37 @@
 #define RING_MIN 16
 #define RING_KEEP 1024 /* a drained ring larger than this is dropped */
 
+/* With the ring's table on top: makes room for k more values, unwrapping
+** into a table twice as big (or more) when needed; the table on top is then
+** the new one.  The one allocation of a push: after it nothing fails. */
+static void grow(lua_State *L, int owner, int slot, dfr_Ring *r, int k) {
+  int cap = r->cap ? r->cap : RING_MIN, i;
+  if (r->cap - r->count >= k) return;
+  while (cap - r->count < k) cap *= 2;
+  lua_createtable(L, cap, 0);
+  for (i = 0; i < r->count; i++) {
+    lua_rawgeti(L, -2, (r->head + i) % r->cap + 1);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushvalue(L, -1);
+  dfr_setslot(L, owner, slot);
+  lua_remove(L, -2);
+  r->head = 0;
+  r->cap = cap;
+}
+
+void dfr_ring_reserve(lua_State *L, int owner, int slot, dfr_Ring *r, int k) {
+  owner = dfr_absindex(L, owner);
+  dfr_getslot(L, owner, slot);
+  grow(L, owner, slot, r, k);
+  lua_pop(L, 1);
+}
+
 void dfr_ring_push(lua_State *L, int owner, int slot, dfr_Ring *r, int vidx) {
   vidx = dfr_absindex(L, vidx);
   owner = dfr_absindex(L, owner);
   dfr_getslot(L, owner, slot);
-  if (r->count == r->cap) { /* grow: unwrap into a table twice as big */
-    int cap = r->cap ? r->cap * 2 : RING_MIN, i;
-    lua_createtable(L, cap, 0);
-    for (i = 0; i < r->count; i++) {
-      lua_rawgeti(L, -2, (r->head + i) % r->cap + 1);
-      lua_rawseti(L, -2, i + 1);
-    }
-    lua_pushvalue(L, -1);
-    dfr_setslot(L, owner, slot);
-    lua_remove(L, -2);
-    r->head = 0;
-    r->cap = cap;
-  }
+  grow(L, owner, slot, r, 1);
   lua_pushvalue(L, vidx);
   lua_rawseti(L, -2, (r->head + r->count) % r->cap + 1);
   lua_pop(L, 1);
@@ -31,8 +45,12 @@ void dfr_ring_push(lua_State *L, int owner, int slot, dfr_Ring *r, int vidx) {
 }
 
 void dfr_ring_peek(lua_State *L, int owner, int slot, dfr_Ring *r) {
+  dfr_ring_peek_at(L, owner, slot, r, 0);
+}
+
+void dfr_ring_peek_at(lua_State *L, int owner, int slot, dfr_Ring *r, int k) {
   dfr_getslot(L, owner, slot);
-  lua_rawgeti(L, -1, r->head + 1);
+  lua_rawgeti(L, -1, (r->head + k) % r->cap + 1);
   lua_remove(L, -2);
 }
 

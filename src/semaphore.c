@@ -4,7 +4,9 @@
 ** ring, served strictly first in, first out.  Waking is a frame of the
 ** engine: a release inside a woken task only gives the tokens back, and the
 ** frame below wakes the next waiter when that task's chain is done, so a
-** million queued tasks drain on a flat stack, in order.
+** million queued tasks drain on a flat stack, in order.  A queued run keeps
+** its function and arguments in the ring, right after its deferred, and the
+** semaphore's frame makes the call when it wakes it: no table per task.
 ** The token logic (fits, take, give) is kept in the few functions marked
 ** "tokens" so that another store of tokens can serve the same API.
 ** SPDX-License-Identifier: MIT
@@ -18,11 +20,16 @@
 #include "semaphore.h"
 
 
-enum { S_BELOW = DFR_SLOT_BELOW, S_WAITERS, S_SLOTS = S_WAITERS };
+/* User value slots: the frame below; the ring of waiters; the task whose
+** function the frame is calling. */
+enum { S_BELOW = DFR_SLOT_BELOW, S_WAITERS, S_TASK, S_SLOTS = S_TASK };
 
 typedef struct Sem {
   dfr_Frame fr;
   unsigned char is_lock;
+  unsigned char calling;   /* the frame is out on the call of S_TASK */
+  unsigned char lost;      /* that call's outcome was lost to an error: the
+                              task has failed with it, and is settled next */
   lua_Integer limit, active; /* tokens free = limit - active, never below 0 */
   lua_Integer waiting;       /* live waiters (the ring may hold cancelled ones) */
   lua_Integer started, finished, failed;
@@ -35,16 +42,21 @@ static lua_Integer free_tokens(const Sem *s) {
   return s->limit > s->active ? s->limit - s->active : 0;
 }
 
-/* Drops cancelled waiters at the head; returns the head's weight, or 0. */
+/* Drops cancelled waiters at the head, with the call of a queued run;
+** returns the head's weight, or 0. */
 static lua_Integer head_weight(lua_State *L, int sidx, Sem *s) {
   while (s->waiters.count > 0) {
     dfr_Deferred *w;
+    int i, n = 1;
     dfr_ring_peek(L, sidx, S_WAITERS, &s->waiters);
     w = (dfr_Deferred *)lua_touserdata(L, -1);
     lua_pop(L, 1);
-    if (w->state == DFR_PENDING) return w->aux;
-    dfr_ring_pop(L, sidx, S_WAITERS, &s->waiters);
-    lua_pop(L, 1);
+    if (w->state == DFR_PENDING) return w->flags & DFR_D_CALL ? 1 : w->aux;
+    if (w->flags & DFR_D_CALL) n = 2 + w->aux;
+    for (i = 0; i < n; i++) {
+      dfr_ring_pop(L, sidx, S_WAITERS, &s->waiters);
+      lua_pop(L, 1);
+    }
   }
   return 0;
 }
@@ -87,28 +99,114 @@ static lua_Integer check_n(lua_State *L, Sem *s, int idx, const char *fname) {
 
 /* ----------------------------------------------------------- waking */
 
-/* The frame: wake the head waiter while it fits; each woken waiter's chain
-** runs above this frame before the next is woken. */
+/* The task w (at widx) has its result, or waits for one: its token goes back
+** now, or once that result comes (slot 1 and DFR_D_RELEASE: deferred.c then
+** calls task_settled).  Returns whether waiters can be woken now.  Nothing
+** here allocates. */
+static int task_done(lua_State *L, int sidx, Sem *s, int widx) {
+  dfr_Deferred *w = (dfr_Deferred *)lua_touserdata(L, widx);
+  if (dfr_deferred_waiting(w)) {
+    lua_pushvalue(L, sidx);
+    dfr_setslot(L, widx, DFR_SLOT_BELOW);
+    w->flags |= DFR_D_RELEASE;
+    return 0;
+  }
+  s->finished++;
+  if (w->state == DFR_FAILURE) s->failed++;
+  return give(L, sidx, s, 1);
+}
+
+/* The settle hook: the task at widx had waited and now has its result. */
+static void task_settled(lua_State *L, int top, int widx, int sidx) {
+  if (task_done(L, sidx, (Sem *)lua_touserdata(L, sidx), widx))
+    dfr_engine_push(L, top, sidx);
+}
+
+/* The task of the frame at top has its outcome (or the error that lost it,
+** s->lost): its token goes back, and its chain runs above the frame. */
+static int task_ended(lua_State *L, int top, Sem *s) {
+  int widx;
+  dfr_getslot(L, top, S_TASK);
+  widx = lua_gettop(L);
+  lua_pushnil(L);
+  dfr_setslot(L, top, S_TASK);
+  s->lost = 0;
+  task_done(L, top, s, widx);
+  if (dfr_deferred_runnable((dfr_Deferred *)lua_touserdata(L, widx)))
+    dfr_engine_push(L, top, widx);
+  return DFR_NEXT;
+}
+
+/* Wakes the queued run at the head of the ring: takes its record out and
+** asks for the call of its function.  Its deferred is fired with the
+** semaphore, as a woken waiter is, but stays busy (calling) until the
+** outcome, so nothing runs its chain or cancels it meanwhile. */
+static int start_task(lua_State *L, int top, Sem *s, dfr_Deferred *w) {
+  int i;
+  luaL_checkstack(L, w->aux + 8, "too many arguments"); /* before any change */
+  for (i = 0; i < w->aux + 2; i++)
+    dfr_ring_pop(L, top, S_WAITERS, &s->waiters);
+  w->flags &= (unsigned short)~DFR_D_CALL;
+  s->waiting--;
+  s->active++;
+  s->started++;
+  w->calling = 1;
+  lua_pushvalue(L, top);
+  dfr_deferred_fire(L, top + 1, 1);
+  lua_pushvalue(L, top + 1);
+  dfr_setslot(L, top, S_TASK);
+  lua_remove(L, top + 1);
+  s->calling = 1;
+  return DFR_CALL;
+}
+
+/* The frame: settle a task whose call's outcome was lost; else wake the
+** head waiter while it fits; each woken waiter's chain runs above this frame
+** before the next is woken. */
 static int sem_resume(lua_State *L, int top) {
   Sem *s = (Sem *)lua_touserdata(L, top);
   dfr_Deferred *w;
+  if (s->lost) return task_ended(L, top, s);
   if (!can_wake(L, top, s)) return DFR_POP;
-  dfr_ring_pop(L, top, S_WAITERS, &s->waiters);
+  dfr_ring_peek(L, top, S_WAITERS, &s->waiters);
   w = (dfr_Deferred *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (w->flags & DFR_D_CALL) return start_task(L, top, s, w);
+  dfr_ring_pop(L, top, S_WAITERS, &s->waiters);
   s->waiting--;
   s->active += w->aux;
-  if (w->flags & DFR_D_TASK) {
-    w->flags |= DFR_D_ACQUIRED;
-    s->started++;
-  }
   lua_pushvalue(L, top);
   dfr_deferred_fire(L, -2, 1);
   dfr_engine_push(L, top, lua_gettop(L));
   return DFR_NEXT;
 }
 
+/* The task's function returned: its deferred takes the outcome (first: a
+** memory error there is caught by sem_abort with nothing else changed). */
 static void sem_outcome(lua_State *L, int top, int ok, int ridx) {
-  (void)L, (void)top, (void)ok, (void)ridx; /* it never asks for a call */
+  Sem *s = (Sem *)lua_touserdata(L, top);
+  dfr_Deferred *w;
+  dfr_getslot(L, top, S_TASK);
+  w = (dfr_Deferred *)lua_touserdata(L, -1);
+  lua_pushvalue(L, ridx);
+  dfr_deferred_set_result(L, -2, ok);
+  w->calling = 0;
+  s->calling = 0;
+  lua_settop(L, top);
+  task_ended(L, top, s);
+}
+
+/* An error escaped the engine with the frame on top: if it was out on a
+** task's call, the task fails with the error, to be settled when the frame
+** runs again.  Nothing here allocates. */
+static void sem_abort(lua_State *L, int idx, int eidx) {
+  Sem *s = (Sem *)lua_touserdata(L, idx);
+  if (!s->calling) return;
+  s->calling = 0;
+  dfr_getslot(L, idx, S_TASK);
+  dfr_deferred_abort(L, lua_gettop(L), eidx);
+  lua_pop(L, 1);
+  s->lost = 1;
 }
 
 /* A pending acquire is cancelled: it no longer waits (the ring skips it). */
@@ -118,19 +216,6 @@ static int sem_cancel(lua_State *L, int sidx, int didx) {
   s->waiting--;
   /* it still looks pending here: the frame decides once it has failed */
   return s->waiting > 0;
-}
-
-/* The RELEASE entry of a task's deferred: the task ended. */
-static int release_entry(lua_State *L, int top, int a) {
-  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, top);
-  Sem *s = (Sem *)lua_touserdata(L, a);
-  if (!(d->flags & DFR_D_ACQUIRED)) return DFR_NEXT; /* never started */
-  d->flags &= (unsigned short)~DFR_D_ACQUIRED;
-  s->finished++;
-  if (d->state == DFR_FAILURE) s->failed++;
-  if (give(L, a, s, (lua_Integer)lua_tointeger(L, a + 1)))
-    dfr_engine_push(L, top, a);
-  return DFR_NEXT;
 }
 
 /* ---------------------------------------------------------- methods */
@@ -213,17 +298,17 @@ static int link_task(lua_State *L) {
 }
 
 /* core.ran(sem, r, ok, value): the function of a run that had its token ran
-** (r: the deferred take made); returns a frame when one must run now (the
-** semaphore to wake waiters, or r): the driver then calls core.start on it.
-** Nothing here can leave the token taken: a task whose deferred cannot be
-** made to follow the one it returned (memory ran out) has failed, with the
-** memory error.  Internal: sem and r are trusted. */
+** (r: the deferred take made); returns what the driver must run next (the
+** chain of r, the semaphore waking waiters).  Nothing here can leave the
+** token taken: a task whose deferred cannot be made to follow the one it
+** returned (memory ran out) has failed, with the memory error.  Internal:
+** sem and r are trusted. */
 static int sem_ran(lua_State *L) {
   Sem *s = (Sem *)lua_touserdata(L, 1);
   dfr_Deferred *r = (dfr_Deferred *)lua_touserdata(L, 2);
   int ok = lua_toboolean(L, 3);
   lua_settop(L, 4);
-  if (ok && dfr_deferred_test(L, 4)) { /* the task goes on: release later */
+  if (ok && dfr_deferred_test(L, 4)) { /* r follows the deferred returned */
     int status;
     lua_pushcfunction(L, link_task);
     lua_pushvalue(L, 2);
@@ -231,13 +316,10 @@ static int sem_ran(lua_State *L) {
     r->state = DFR_SUCCESS;
     status = lua_pcall(L, 2, 0, 0);
     if (status == 0) {
-      lua_pushvalue(L, 1);
-      lua_pushinteger(L, 1);
-      dfr_deferred_add(L, 2, DFR_E_RELEASE, 2); /* inline: nothing to fail */
-      r->flags |= DFR_D_TASK | DFR_D_ACQUIRED;
-      if (!dfr_deferred_runnable(r)) return 0;
-      lua_pushvalue(L, 2);
-      return 1;
+      int wake = task_done(L, 1, s, 2);
+      if (!wake && !dfr_deferred_runnable(r)) return 0;
+      return dfr_engine_start2(L, wake ? 1 : 0,
+                               dfr_deferred_runnable(r) ? 2 : 0);
     }
     r->state = DFR_PENDING;
     ok = 0;
@@ -253,31 +335,24 @@ static int sem_ran(lua_State *L) {
   lua_pushvalue(L, 4);
   dfr_deferred_fired_(L, ok);
   if (!give(L, 1, s, 1)) return 0;
-  lua_pushvalue(L, 1);
-  return 1;
+  return dfr_engine_start(L, 1);
 }
 
-/* core.queue_run(sem, f, ...): a run that must wait for its token. */
+/* core.queue_run(sem, f, ...): a run that must wait for its token (one: a
+** run's weight is 1, and aux counts its arguments).  Its record goes into
+** the ring whole: the deferred, f and the arguments, room made first. */
 static int sem_queue_run(lua_State *L) {
   Sem *s = (Sem *)lua_touserdata(L, 1);
   int n = lua_gettop(L), i;
   dfr_Deferred *w;
-  luaL_checkstack(L, n + 4, "too many arguments");
-  w = dfr_deferred_new_owned(L, 1);
-  w->aux = 1;
-  w->flags |= DFR_D_TASK;
-  /* room for this entry (its b is false: n slots), the RELEASE below and
-  ** one more (a list's, or the caller's callback): the table is made once,
-  ** not grown twice */
-  if (n > 2) dfr_deferred_reserve(L, n + 1, n + 3 + 3);
-  lua_pushvalue(L, 2);
-  lua_pushboolean(L, 0);
-  for (i = 3; i <= n; i++) lua_pushvalue(L, i);
-  dfr_deferred_add(L, n + 1, DFR_E_EXEC, n);
-  lua_pushvalue(L, 1);
-  lua_pushinteger(L, 1);
-  dfr_deferred_add(L, n + 1, DFR_E_RELEASE, 2);
-  enqueue(L, s);
+  luaL_checkstack(L, 4, "too many arguments");
+  w = dfr_deferred_new_owned(L, 1); /* n + 1 */
+  w->aux = n - 2;
+  w->flags |= DFR_D_CALL;
+  dfr_ring_reserve(L, 1, S_WAITERS, &s->waiters, n);
+  dfr_ring_push(L, 1, S_WAITERS, &s->waiters, n + 1);
+  for (i = 2; i <= n; i++) dfr_ring_push(L, 1, S_WAITERS, &s->waiters, i);
+  s->waiting++;
   return 1;
 }
 
@@ -356,7 +431,8 @@ static int f_lock(lua_State *L) {
 }
 
 void dfr_semaphore_open(lua_State *L, int module, int core) {
-  static const dfr_FrameKind kind = {sem_resume, sem_outcome, sem_cancel, NULL};
+  static const dfr_FrameKind kind = {sem_resume, sem_outcome, sem_cancel,
+                                     sem_abort};
   static const luaL_Reg methods[] = {
       {"acquire", sem_acquire}, {"stats", sem_stats}, {NULL, NULL}};
   static const luaL_Reg lock_methods[] = {
@@ -366,7 +442,7 @@ void dfr_semaphore_open(lua_State *L, int module, int core) {
       {"sem_queue_run", sem_queue_run},
       {"sem_set_limit", sem_set_limit}, {NULL, NULL}};
   dfr_engine_kind(DFR_FRAME_SEMAPHORE, &kind);
-  dfr_deferred_entry_kind(DFR_E_RELEASE, release_entry);
+  dfr_deferred_on_settle(task_settled);
   lua_pushvalue(L, core);
   /* the Lua part sets __newindex (sem.limit = n) through these */
   dfr_newclass(L, DFR_SEM_MT, methods, sem_index, sem_tostring, -1);

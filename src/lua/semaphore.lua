@@ -8,18 +8,16 @@ local take, ran, queue_run = core.sem_take, core.sem_ran, core.sem_queue_run
 local release, set_limit, put = core.sem_release, core.sem_set_limit, core.queue_put
 local type, error, tostring = type, error, tostring
 
-local start = core.start
 
 -- run(f, ...): with a free token and nobody waiting, f runs now, here;
--- take() gives the run's deferred, ran() settles it and gives a frame when
--- one must run now.
+-- take() gives the run's deferred, ran() settles it and gives what must run
+-- next.
 local run
 if core.pcall_tb and not jit then -- PUC 5.1
   run = function(sem, f, ...)
     local d = take(sem, f)
     if d then
-      local frame = ran(sem, d, call(f, ...))
-      if frame then drive(start(frame)) end
+      drive(ran(sem, d, call(f, ...)))
       return d
     end
     return queue_run(sem, f, ...)
@@ -29,8 +27,7 @@ else
   run = function(sem, f, ...)
     local d = take(sem, f)
     if d then
-      local frame = ran(sem, d, xpcall(f, handler, ...))
-      if frame then drive(start(frame)) end
+      drive(ran(sem, d, xpcall(f, handler, ...)))
       return d
     end
     return queue_run(sem, f, ...)
