@@ -16,6 +16,13 @@ local function counts(sem)
   return {sem.tokens, sem.limit, sem.active, sem.waiting}
 end
 
+-- A semaphore of one whose token a run holds until gate fires.
+local function held_semaphore()
+  local sem, gate = defer.semaphore(1), defer.new()
+  sem:run(function() return gate end)
+  return sem, gate
+end
+
 -- The seven counts of sem:stats(), and only them.
 local function stats7(sem)
   local st = sem:stats()
@@ -679,9 +686,7 @@ describe("sem:run(f, ...)", function()
   end)
 
   it("does nothing when a queued run's deferred is cancelled from inside its own function", function()
-    local sem = defer.semaphore(1)
-    local gate = defer.new()
-    sem:run(function() return gate end)
+    local sem, gate = held_semaphore()
     local d
     d = sem:run(function(x)
       d:cancel()
@@ -693,9 +698,7 @@ describe("sem:run(f, ...)", function()
   end)
 
   it("holds callbacks added while a queued run's function runs until its result, the token back", function()
-    local sem = defer.semaphore(1)
-    local gate = defer.new()
-    sem:run(function() return gate end)
+    local sem, gate = held_semaphore()
     local d, seen
     d = sem:run(function()
       d:add_callback(function(v) seen = {v, counts(sem)} return v end)
@@ -707,9 +710,8 @@ describe("sem:run(f, ...)", function()
   end)
 
   it("runs callbacks added while a run queued after the token came back from the deferred its f returned", function()
-    local sem = defer.semaphore(1)
-    local gate, inner = defer.new(), defer.new()
-    sem:run(function() return gate end)
+    local sem, gate = held_semaphore()
+    local inner = defer.new()
     local seen
     local d = sem:run(function() return inner end)
     d:add_callback(function(v) seen = {v, counts(sem)} end)
@@ -723,9 +725,8 @@ describe("sem:run(f, ...)", function()
   end)
 
   it("counts a queued run that failed after waiting on the deferred its f returned", function()
-    local sem = defer.semaphore(1)
-    local gate, inner = defer.new(), defer.new()
-    sem:run(function() return gate end)
+    local sem, gate = held_semaphore()
+    local inner = defer.new()
     local d = sem:run(function() return inner end)
     gate:callback()
     inner:errback("no")

@@ -269,14 +269,6 @@ int dfr_deferred_add(lua_State *L, int didx, int kind, int nvals) {
   return dfr_deferred_runnable(d);
 }
 
-void dfr_deferred_reserve(lua_State *L, int didx, int slots) {
-  dfr_Deferred *d = (dfr_Deferred *)lua_touserdata(L, didx);
-  if (dfr_deferred_has_entries(d)) return;
-  didx = dfr_absindex(L, didx);
-  lua_createtable(L, slots, 0);
-  dfr_setslot(L, didx, DFR_D_ENTRIES);
-}
-
 /* Pops the first entry, pushing a, b and its extras; returns its kind and
 ** stores the count of values pushed in *n. */
 static int pop_entry(lua_State *L, int didx, dfr_Deferred *d, int *n) {

@@ -109,10 +109,6 @@ DFR_HIDDEN void dfr_deferred_set_result(lua_State *L, int didx, int ok);
 DFR_HIDDEN int dfr_deferred_fire(lua_State *L, int didx, int ok);
 /* Pops nvals values (a, b, extras) and appends an entry; returns whether the
 ** deferred must now run its entries. */
-/* Makes the table of entries of the deferred at didx, with room for `slots`
-** (an entry takes 1 + max(2, its values)), when it has no entry yet: for a
-** deferred that will get several at once (a queued run). */
-DFR_HIDDEN void dfr_deferred_reserve(lua_State *L, int didx, int slots);
 DFR_HIDDEN int dfr_deferred_add(lua_State *L, int didx, int kind, int nvals);
 /* Whether a fired deferred is idle with entries or a result to process:
 ** not on a stack, not paused, not waiting, not busy with a call (the task

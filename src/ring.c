@@ -45,12 +45,8 @@ void dfr_ring_push(lua_State *L, int owner, int slot, dfr_Ring *r, int vidx) {
 }
 
 void dfr_ring_peek(lua_State *L, int owner, int slot, dfr_Ring *r) {
-  dfr_ring_peek_at(L, owner, slot, r, 0);
-}
-
-void dfr_ring_peek_at(lua_State *L, int owner, int slot, dfr_Ring *r, int k) {
   dfr_getslot(L, owner, slot);
-  lua_rawgeti(L, -1, (r->head + k) % r->cap + 1);
+  lua_rawgeti(L, -1, r->head + 1);
   lua_remove(L, -2);
 }
 

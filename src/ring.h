@@ -21,9 +21,6 @@ DFR_HIDDEN void dfr_ring_push(lua_State *L, int owner, int slot, dfr_Ring *r,
 DFR_HIDDEN void dfr_ring_pop(lua_State *L, int owner, int slot, dfr_Ring *r);
 /* Pushes the oldest value without removing it (count must be > 0). */
 DFR_HIDDEN void dfr_ring_peek(lua_State *L, int owner, int slot, dfr_Ring *r);
-/* Pushes the value k after the oldest (count must be > k). */
-DFR_HIDDEN void dfr_ring_peek_at(lua_State *L, int owner, int slot,
-                                 dfr_Ring *r, int k);
 /* Makes room for k more values, so that the next k pushes cannot fail (a
 ** record of several values goes in whole or not at all). */
 DFR_HIDDEN void dfr_ring_reserve(lua_State *L, int owner, int slot,

@@ -316,10 +316,9 @@ static int sem_ran(lua_State *L) {
     r->state = DFR_SUCCESS;
     status = lua_pcall(L, 2, 0, 0);
     if (status == 0) {
-      int wake = task_done(L, 1, s, 2);
-      if (!wake && !dfr_deferred_runnable(r)) return 0;
-      return dfr_engine_start2(L, wake ? 1 : 0,
-                               dfr_deferred_runnable(r) ? 2 : 0);
+      int wake = task_done(L, 1, s, 2), run = dfr_deferred_runnable(r);
+      if (!wake && !run) return 0;
+      return dfr_engine_start2(L, wake ? 1 : 0, run ? 2 : 0);
     }
     r->state = DFR_PENDING;
     ok = 0;
@@ -329,12 +328,10 @@ static int sem_ran(lua_State *L) {
     dfr_failure_push_safe(L, 4);
     lua_replace(L, 4);
   }
-  s->finished++;
-  if (!ok || dfr_is_failure(L, 4)) s->failed++;
   lua_pushvalue(L, 2);
   lua_pushvalue(L, 4);
   dfr_deferred_fired_(L, ok);
-  if (!give(L, 1, s, 1)) return 0;
+  if (!task_done(L, 1, s, 2)) return 0;
   return dfr_engine_start(L, 1);
 }
 
