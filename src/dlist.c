@@ -4,9 +4,10 @@
 ** entry kept inline in the child (no table and no closure per child), and
 ** records each result in the values table: for defer.list the {ok, value}
 ** pair R fires with, made as the child is recorded where that is safe (R's
-** array is the values table itself), else the value and a flag in C.  Everything that runs user code is a step of
-** the list's frame, run by the driver: progress calls, cancelling the
-** losers of a race, the text of a FirstError, firing the result deferred R.
+** array is the values table itself), else the value and a flag in C.
+** Everything that runs user code is a step of the list's frame, run by the
+** driver: progress calls, cancelling the losers of a race, the text of a
+** FirstError, firing the result deferred R.
 ** So a million children never recurse, and nothing is called from C.
 ** SPDX-License-Identifier: MIT
 */
@@ -57,6 +58,15 @@ static const char *const fnames[] = {"list", "gather", "race"};
 
 /* ------------------------------------------------------------ entries */
 
+/* Replaces the value on top with the pair {ok, value}. */
+static void make_pair(lua_State *L, int ok) {
+  lua_createtable(L, 2, 0);
+  lua_pushboolean(L, ok);
+  lua_rawseti(L, -2, 1);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, 2);
+}
+
 /* Records the result of the child at cidx (input index i) in the list at
 ** lidx: counts it, keeps its value while R's result is undecided, decides
 ** by Twisted's rule DL4, and hands nil on down the child's chain instead of
@@ -72,13 +82,8 @@ static void record(lua_State *L, int lidx, List *l, int i, int cidx,
   if (!l->decided) {
     dfr_getslot(L, lidx, T_VALUES);
     pair = pair && l->mode == MODE_LIST;
-    if (pair) {
-      lua_createtable(L, 2, 0);
-      lua_pushboolean(L, !failed);
-      lua_rawseti(L, -2, 1);
-    }
     dfr_getslot(L, cidx, DFR_D_RESULT);
-    if (pair) lua_rawseti(L, -2, 2);
+    if (pair) make_pair(L, !failed);
     lua_rawseti(L, -2, i); /* the values table has room for n */
     lua_pop(L, 1);
     l->ok[i - 1] =
@@ -141,11 +146,8 @@ static int push_result(lua_State *L, int lidx, List *l, int vidx) {
         if (l->ok[i - 1] == OK_PAIR) continue;
         /* in place, one by one: running out of memory part way leaves a
         ** table this can go on with */
-        lua_createtable(L, 2, 0);
-        lua_pushboolean(L, l->ok[i - 1] == OK_SUCCESS);
-        lua_rawseti(L, -2, 1);
         lua_rawgeti(L, vidx, i);
-        lua_rawseti(L, -2, 2);
+        make_pair(L, l->ok[i - 1] == OK_SUCCESS);
         lua_rawseti(L, vidx, i);
         l->ok[i - 1] = OK_PAIR;
       }
