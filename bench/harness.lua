@@ -83,7 +83,7 @@ local function row(label, group, wl, N, limit, floorwl, opts)
 end
 
 for _, lim in ipairs({ 2, 100 }) do
-  for _, N in ipairs(W1N) do row("W1 lim " .. lim, "w1", "w1", N, lim, "store", { naive = true }) end
+  for _, N in ipairs(W1N) do row("W1 lim " .. lim, "w1", "w1", N, lim, "pairs", { naive = true }) end
 end
 for _, lim in ipairs({ 2, 100 }) do
   for _, N in ipairs(W2N) do
@@ -321,8 +321,8 @@ for i = 1, #header do sep[i] = right[i] and (string.rep("-", width[i] + 1) .. ":
 print("|" .. table.concat(sep, "|") .. "|")
 for _, l in ipairs(lines) do emit(l) end
 print("")
-print("  floor: W1/W2 store, W3 chain, Drain loop.  W2q rows: defer and naive as W2, Twisted with a"
-  .. " plain deque instead of the reactor.")
+print("  floor: W1 pairs (the array of {true, value} pairs a list hands over), W2 store, W3 chain,"
+  .. " Drain loop.  W2q rows: defer and naive as W2, Twisted with a plain deque instead of the reactor.")
 print(string.format("  * fewer samples than rounds (a run over %d s is not repeated; a failure or timeout"
   .. " is not retried).  Twisted runs are capped at %d s.", ONCE_AFTER, TW_LIMIT))
 for i, n in ipairs(notes) do print(string.format("  [%d] %s", i, n)) end
@@ -382,6 +382,14 @@ for _, lim in ipairs({ 2, 100 }) do
   local r = find("w1", BIG_W1, lim)
   target(at_least(r.cells.tw, r.cells.d54, 25, "W1 limit " .. lim .. " vs Twisted"))
   target(at_least(r.cells.n54, r.cells.d54, 1, "W1 limit " .. lim .. " faster than naive (naive/defer)"))
+end
+do -- what the pairs alone cost, against what 25x Twisted leaves per task
+  local r = find("w1", BIG_W1, 2)
+  local f, t = r.cells.f54, r.cells.tw
+  if f and t and #f.samples > 0 and #t.samples > 0 then
+    print(string.format("  info  W1 floor pairs: %s ns and %s B per task for the list's {true, value} pairs"
+      .. " alone; 25x Twisted leaves %s ns per task", fnum(ns(f)), fnum(bpt(f)), fnum(ns(t) / 25)))
+  end
 end
 do
   local r = find("w1", BIG_W1, 2)
