@@ -26,22 +26,23 @@ static void grow(lua_State *L, int owner, int slot, dfr_Ring *r, int k) {
   r->cap = cap;
 }
 
-void dfr_ring_reserve(lua_State *L, int owner, int slot, dfr_Ring *r, int k) {
+void dfr_ring_push_n(lua_State *L, int owner, int slot, dfr_Ring *r,
+                     int first, int n) {
+  int i;
+  first = dfr_absindex(L, first);
   owner = dfr_absindex(L, owner);
   dfr_getslot(L, owner, slot);
-  grow(L, owner, slot, r, k);
+  grow(L, owner, slot, r, n);
+  for (i = 0; i < n; i++) {
+    lua_pushvalue(L, first + i);
+    lua_rawseti(L, -2, (r->head + r->count + i) % r->cap + 1);
+  }
   lua_pop(L, 1);
+  r->count += n;
 }
 
 void dfr_ring_push(lua_State *L, int owner, int slot, dfr_Ring *r, int vidx) {
-  vidx = dfr_absindex(L, vidx);
-  owner = dfr_absindex(L, owner);
-  dfr_getslot(L, owner, slot);
-  grow(L, owner, slot, r, 1);
-  lua_pushvalue(L, vidx);
-  lua_rawseti(L, -2, (r->head + r->count) % r->cap + 1);
-  lua_pop(L, 1);
-  r->count++;
+  dfr_ring_push_n(L, owner, slot, r, vidx, 1);
 }
 
 void dfr_ring_peek(lua_State *L, int owner, int slot, dfr_Ring *r) {
@@ -50,16 +51,21 @@ void dfr_ring_peek(lua_State *L, int owner, int slot, dfr_Ring *r) {
   lua_remove(L, -2);
 }
 
-void dfr_ring_pop(lua_State *L, int owner, int slot, dfr_Ring *r) {
-  int at = r->head + 1;
+void dfr_ring_pop_n(lua_State *L, int owner, int slot, dfr_Ring *r, int n) {
+  int t, i;
   owner = dfr_absindex(L, owner);
   dfr_getslot(L, owner, slot);
-  lua_rawgeti(L, -1, at);
-  lua_pushnil(L);
-  lua_rawseti(L, -3, at);
-  lua_remove(L, -2);
-  r->head = (r->head + 1) % r->cap;
-  if (--r->count == 0) {
+  t = lua_gettop(L);
+  for (i = 0; i < n; i++) {
+    int at = r->head + 1;
+    lua_rawgeti(L, t, at);
+    lua_pushnil(L);
+    lua_rawseti(L, t, at);
+    r->head = (r->head + 1) % r->cap;
+  }
+  lua_remove(L, t);
+  r->count -= n;
+  if (r->count == 0) {
     r->head = 0;
     if (r->cap > RING_KEEP) {
       r->cap = 0;
@@ -67,4 +73,8 @@ void dfr_ring_pop(lua_State *L, int owner, int slot, dfr_Ring *r) {
       dfr_setslot(L, owner, slot);
     }
   }
+}
+
+void dfr_ring_pop(lua_State *L, int owner, int slot, dfr_Ring *r) {
+  dfr_ring_pop_n(L, owner, slot, r, 1);
 }

@@ -21,9 +21,13 @@ DFR_HIDDEN void dfr_ring_push(lua_State *L, int owner, int slot, dfr_Ring *r,
 DFR_HIDDEN void dfr_ring_pop(lua_State *L, int owner, int slot, dfr_Ring *r);
 /* Pushes the oldest value without removing it (count must be > 0). */
 DFR_HIDDEN void dfr_ring_peek(lua_State *L, int owner, int slot, dfr_Ring *r);
-/* Makes room for k more values, so that the next k pushes cannot fail (a
-** record of several values goes in whole or not at all). */
-DFR_HIDDEN void dfr_ring_reserve(lua_State *L, int owner, int slot,
-                                 dfr_Ring *r, int k);
+/* Appends the n values at first..first+n-1 as one record: all of them or,
+** when memory runs out, none. */
+DFR_HIDDEN void dfr_ring_push_n(lua_State *L, int owner, int slot, dfr_Ring *r,
+                                int first, int n);
+/* Pushes the n oldest values, oldest first, and removes them (count must be
+** >= n). */
+DFR_HIDDEN void dfr_ring_pop_n(lua_State *L, int owner, int slot, dfr_Ring *r,
+                               int n);
 
 #endif

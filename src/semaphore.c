@@ -43,36 +43,40 @@ static lua_Integer free_tokens(const Sem *s) {
 }
 
 /* Drops cancelled waiters at the head, with the call of a queued run;
-** returns the head's weight, or 0. */
-static lua_Integer head_weight(lua_State *L, int sidx, Sem *s) {
+** returns the head waiter (the ring anchors it), or NULL. */
+static dfr_Deferred *head(lua_State *L, int sidx, Sem *s) {
   while (s->waiters.count > 0) {
     dfr_Deferred *w;
-    int i, n = 1;
+    int i, n;
     dfr_ring_peek(L, sidx, S_WAITERS, &s->waiters);
     w = (dfr_Deferred *)lua_touserdata(L, -1);
     lua_pop(L, 1);
-    if (w->state == DFR_PENDING) return w->flags & DFR_D_CALL ? 1 : w->aux;
-    if (w->flags & DFR_D_CALL) n = 2 + w->aux;
-    for (i = 0; i < n; i++) {
+    if (w->state == DFR_PENDING) return w;
+    n = w->flags & DFR_D_CALL ? 2 + w->aux : 1;
+    for (i = 0; i < n; i++) { /* one at a time: no stack room to ask for */
       dfr_ring_pop(L, sidx, S_WAITERS, &s->waiters);
       lua_pop(L, 1);
     }
   }
-  return 0;
+  return NULL;
 }
 
-/* Whether the head waiter can be served now. */
-static int can_wake(lua_State *L, int sidx, Sem *s) {
-  lua_Integer n;
-  if (s->waiting == 0) return 0;
-  n = head_weight(L, sidx, s);
-  return n > 0 && n <= free_tokens(s);
+/* The weight of a waiter: a queued run takes one token, aux counts its
+** arguments; an acquire's aux is its weight. */
+#define weight(w) ((w)->flags & DFR_D_CALL ? 1 : (w)->aux)
+
+/* The head waiter if it can be served now, else NULL. */
+static dfr_Deferred *wakeable(lua_State *L, int sidx, Sem *s) {
+  dfr_Deferred *w;
+  if (s->waiting == 0) return NULL;
+  w = head(L, sidx, s);
+  return w != NULL && weight(w) <= free_tokens(s) ? w : NULL;
 }
 
 /* Gives n tokens back; returns whether waiters can now be woken. */
 static int give(lua_State *L, int sidx, Sem *s, lua_Integer n) {
   s->active -= n;
-  return !s->fr.onstack && can_wake(L, sidx, s);
+  return !s->fr.onstack && wakeable(L, sidx, s) != NULL;
 }
 
 /* ------------------------------------------------------------ checks */
@@ -142,10 +146,8 @@ static int task_ended(lua_State *L, int top, Sem *s) {
 ** semaphore, as a woken waiter is, but stays busy (calling) until the
 ** outcome, so nothing runs its chain or cancels it meanwhile. */
 static int start_task(lua_State *L, int top, Sem *s, dfr_Deferred *w) {
-  int i;
   luaL_checkstack(L, w->aux + 8, "too many arguments"); /* before any change */
-  for (i = 0; i < w->aux + 2; i++)
-    dfr_ring_pop(L, top, S_WAITERS, &s->waiters);
+  dfr_ring_pop_n(L, top, S_WAITERS, &s->waiters, w->aux + 2);
   w->flags &= (unsigned short)~DFR_D_CALL;
   s->waiting--;
   s->active++;
@@ -167,10 +169,8 @@ static int sem_resume(lua_State *L, int top) {
   Sem *s = (Sem *)lua_touserdata(L, top);
   dfr_Deferred *w;
   if (s->lost) return task_ended(L, top, s);
-  if (!can_wake(L, top, s)) return DFR_POP;
-  dfr_ring_peek(L, top, S_WAITERS, &s->waiters);
-  w = (dfr_Deferred *)lua_touserdata(L, -1);
-  lua_pop(L, 1);
+  w = wakeable(L, top, s);
+  if (w == NULL) return DFR_POP;
   if (w->flags & DFR_D_CALL) return start_task(L, top, s, w);
   dfr_ring_pop(L, top, S_WAITERS, &s->waiters);
   s->waiting--;
@@ -340,16 +340,16 @@ static int sem_ran(lua_State *L) {
 ** the ring whole: the deferred, f and the arguments, room made first. */
 static int sem_queue_run(lua_State *L) {
   Sem *s = (Sem *)lua_touserdata(L, 1);
-  int n = lua_gettop(L), i;
+  int n = lua_gettop(L);
   dfr_Deferred *w;
   luaL_checkstack(L, 4, "too many arguments");
   w = dfr_deferred_new_owned(L, 1); /* n + 1 */
   w->aux = n - 2;
   w->flags |= DFR_D_CALL;
-  dfr_ring_reserve(L, 1, S_WAITERS, &s->waiters, n);
-  dfr_ring_push(L, 1, S_WAITERS, &s->waiters, n + 1);
-  for (i = 2; i <= n; i++) dfr_ring_push(L, 1, S_WAITERS, &s->waiters, i);
+  lua_insert(L, 2); /* the record: w, f, args at 2..n + 1 */
+  dfr_ring_push_n(L, 1, S_WAITERS, &s->waiters, 2, n);
   s->waiting++;
+  lua_settop(L, 2);
   return 1;
 }
 
@@ -361,7 +361,7 @@ static int sem_set_limit(lua_State *L) {
   n = dfr_checkcount(L, 2, 1, "set_limit", "the limit");
   s->limit = n;
   lua_settop(L, 1);
-  if (s->fr.onstack || !can_wake(L, 1, s)) return 0;
+  if (s->fr.onstack || wakeable(L, 1, s) == NULL) return 0;
   return dfr_engine_start(L, 1);
 }
 
