@@ -542,6 +542,40 @@ describe("sem:run(f, ...)", function()
     assert.are.same({n = 3, nil, "b", nil}, got)
   end)
 
+  it("keeps the arguments of many queued runs of every length, some cancelled, while its queue grows and wraps", function()
+    local sem = defer.semaphore(1)
+    local gate = defer.new()
+    sem:run(function() return gate end)
+    local got, want, ds = {}, {}, {}
+    local queue
+    local function job(i)
+      return function(...)
+        got[#got + 1] = {n = select("#", ...), ...}
+        -- runs queued while the queue's head has moved on: its end wraps
+        -- around, and it grows while wrapped
+        if i <= 40 then queue(40 + 2 * i - 1, 40 + 2 * i) end
+      end
+    end
+    queue = function(from, to)
+      for i = from, to do
+        local args = {n = i % 6}
+        for k = 1, args.n do args[k] = i * 10 + k end
+        ds[i] = sem:run(job(i), (table.unpack or unpack)(args, 1, args.n))
+        if i % 7 == 3 then ds[i]:cancel() else want[#want + 1] = args end
+      end
+    end
+    queue(1, 40)
+    gate:callback()
+    assert.are.same(want, got)
+    local runs = 0
+    for i, d in pairs(ds) do
+      runs = runs + 1
+      assert.are.equal(i % 7 == 3 and "failure" or "success", d:state())
+    end
+    assert.are.equal(40 + 2 * 34, runs) -- a cancelled run queues nothing
+    assert.are.same({1, 1, 0, 0}, counts(sem))
+  end)
+
   it("holds the token until the deferred f returned fires", function()
     local sem = defer.semaphore(1)
     local inner = defer.new()
