@@ -383,17 +383,13 @@ for _, lim in ipairs({ 2, 100 }) do
   target(at_least(r.cells.tw, r.cells.d54, 25, "W1 limit " .. lim .. " vs Twisted"))
   target(at_least(r.cells.n54, r.cells.d54, 1, "W1 limit " .. lim .. " faster than naive (naive/defer)"))
 end
-do -- what the pairs alone cost, against what 25x Twisted leaves per task
+do
   local r = find("w1", BIG_W1, 2)
-  local f, t = r.cells.f54, r.cells.tw
-  if f and t and #f.samples > 0 and #t.samples > 0 then
+  local d, t, f = r.cells.d54, r.cells.tw, r.cells.f54
+  if f and t and #f.samples > 0 and #t.samples > 0 then -- the pairs alone, against 25x Twisted's budget
     print(string.format("  info  W1 floor pairs: %s ns and %s B per task for the list's {true, value} pairs"
       .. " alone; 25x Twisted leaves %s ns per task", fnum(ns(f)), fnum(bpt(f)), fnum(ns(t) / 25)))
   end
-end
-do
-  local r = find("w1", BIG_W1, 2)
-  local d, t = r.cells.d54, r.cells.tw
   if d and t and #d.samples > 0 and #t.samples > 0 then
     local bd, bt, g = bpt(d), bpt(t), gcb(d)
     target(bd <= bt / 2, string.format("W1 bytes per held task <= half of Twisted's: %s B (gc count %s B)"

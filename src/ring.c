@@ -51,14 +51,16 @@ void dfr_ring_peek(lua_State *L, int owner, int slot, dfr_Ring *r) {
   lua_remove(L, -2);
 }
 
-void dfr_ring_pop_n(lua_State *L, int owner, int slot, dfr_Ring *r, int n) {
+/* Takes the n oldest values out, pushing them (oldest first) when keep. */
+static void take(lua_State *L, int owner, int slot, dfr_Ring *r, int n,
+                 int keep) {
   int t, i;
   owner = dfr_absindex(L, owner);
   dfr_getslot(L, owner, slot);
   t = lua_gettop(L);
   for (i = 0; i < n; i++) {
     int at = r->head + 1;
-    lua_rawgeti(L, t, at);
+    if (keep) lua_rawgeti(L, t, at);
     lua_pushnil(L);
     lua_rawseti(L, t, at);
     r->head = (r->head + 1) % r->cap;
@@ -75,6 +77,14 @@ void dfr_ring_pop_n(lua_State *L, int owner, int slot, dfr_Ring *r, int n) {
   }
 }
 
+void dfr_ring_pop_n(lua_State *L, int owner, int slot, dfr_Ring *r, int n) {
+  take(L, owner, slot, r, n, 1);
+}
+
 void dfr_ring_pop(lua_State *L, int owner, int slot, dfr_Ring *r) {
-  dfr_ring_pop_n(L, owner, slot, r, 1);
+  take(L, owner, slot, r, 1, 1);
+}
+
+void dfr_ring_drop(lua_State *L, int owner, int slot, dfr_Ring *r, int n) {
+  take(L, owner, slot, r, n, 0);
 }

@@ -29,5 +29,8 @@ DFR_HIDDEN void dfr_ring_push_n(lua_State *L, int owner, int slot, dfr_Ring *r,
 ** >= n). */
 DFR_HIDDEN void dfr_ring_pop_n(lua_State *L, int owner, int slot, dfr_Ring *r,
                                int n);
+/* Removes the n oldest values, pushing nothing (count must be >= n). */
+DFR_HIDDEN void dfr_ring_drop(lua_State *L, int owner, int slot, dfr_Ring *r,
+                              int n);
 
 #endif

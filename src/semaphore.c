@@ -47,23 +47,21 @@ static lua_Integer free_tokens(const Sem *s) {
 static dfr_Deferred *head(lua_State *L, int sidx, Sem *s) {
   while (s->waiters.count > 0) {
     dfr_Deferred *w;
-    int i, n;
     dfr_ring_peek(L, sidx, S_WAITERS, &s->waiters);
     w = (dfr_Deferred *)lua_touserdata(L, -1);
     lua_pop(L, 1);
     if (w->state == DFR_PENDING) return w;
-    n = w->flags & DFR_D_CALL ? 2 + w->aux : 1;
-    for (i = 0; i < n; i++) { /* one at a time: no stack room to ask for */
-      dfr_ring_pop(L, sidx, S_WAITERS, &s->waiters);
-      lua_pop(L, 1);
-    }
+    dfr_ring_drop(L, sidx, S_WAITERS, &s->waiters,
+                  w->flags & DFR_D_CALL ? 2 + w->aux : 1);
   }
   return NULL;
 }
 
-/* The weight of a waiter: a queued run takes one token, aux counts its
-** arguments; an acquire's aux is its weight. */
-#define weight(w) ((w)->flags & DFR_D_CALL ? 1 : (w)->aux)
+/* The tokens a waiter takes: a queued run one (its aux counts its
+** arguments); an acquire its aux. */
+static lua_Integer weight(const dfr_Deferred *w) {
+  return w->flags & DFR_D_CALL ? 1 : w->aux;
+}
 
 /* The head waiter if it can be served now, else NULL. */
 static dfr_Deferred *wakeable(lua_State *L, int sidx, Sem *s) {
@@ -337,7 +335,7 @@ static int sem_ran(lua_State *L) {
 
 /* core.queue_run(sem, f, ...): a run that must wait for its token (one: a
 ** run's weight is 1, and aux counts its arguments).  Its record goes into
-** the ring whole: the deferred, f and the arguments, room made first. */
+** the ring whole, or not at all: the deferred, f and the arguments. */
 static int sem_queue_run(lua_State *L) {
   Sem *s = (Sem *)lua_touserdata(L, 1);
   int n = lua_gettop(L);
